@@ -1,0 +1,218 @@
+//! The application: shared state, the router with its middleware stack, and the server's life
+//! from bind to a drained shutdown.
+//!
+//! [`router`] is pure (no I/O), so tests can drive it in-process; [`App::build`] binds a port
+//! (port 0 allowed) so tests can also run the real server.
+
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::HeaderName,
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+};
+use tracing::{info, warn};
+
+use crate::{
+    auth::Callers,
+    config::Config,
+    error::{self, ApiError},
+    qikchat::{Qikchat, Upstream},
+    routes, telemetry,
+};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub callers: Arc<Callers>,
+    pub upstream: Arc<Upstream>,
+    /// One permit per send in flight to Qikchat (`RELAY_MAX_IN_FLIGHT`).
+    pub in_flight: Arc<Semaphore>,
+    pub max_in_flight: usize,
+    /// Set once shutdown starts: readiness fails and new sends are turned away.
+    pub draining: Arc<AtomicBool>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(config: &Config) -> std::io::Result<Self> {
+        let upstream = match (&config.qikchat_api_key, config.sandbox) {
+            (Some(key), false) => Upstream::Live(
+                Qikchat::new(
+                    config.qikchat_base_url.clone(),
+                    key.clone(),
+                    config.upstream_timeout(),
+                )
+                .map_err(std::io::Error::other)?,
+            ),
+            _ => Upstream::Sandbox,
+        };
+        Ok(Self {
+            callers: Arc::new(Callers::new(&config.callers, config.allow_anonymous)),
+            upstream: Arc::new(upstream),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            max_in_flight: config.max_in_flight,
+            draining: Arc::new(AtomicBool::new(false)),
+            metrics: telemetry::metrics(),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Every route and the middleware around them.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    // Listed outermost first: a request passes them top to bottom, its response bottom to top.
+    let middleware = ServiceBuilder::new()
+        // The request id comes first so that everything below (span, errors) can use it; a
+        // caller's own x-request-id is kept.
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // The span and the one log line per request see the final status, problems included.
+        .layer(middleware::from_fn(telemetry::observe))
+        // Renders every ApiError (handlers', extractors', the panic handler's) as problem+json.
+        .layer(middleware::from_fn(error::problem_json))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+
+    Router::new()
+        .route("/send", post(routes::send::send))
+        .route("/messages/{id}", get(routes::messages::status))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .merge(routes::docs::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware)
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound("no such endpoint".to_owned()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}
+
+/// A bound, ready-to-run relay.
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    drain_timeout: Duration,
+}
+
+impl App {
+    pub async fn build(config: Config) -> std::io::Result<Self> {
+        let state = AppState::new(&config)?;
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        Ok(Self {
+            router: router(state.clone(), config.max_body_bytes),
+            listener,
+            state,
+            drain_timeout: config.drain_timeout(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets requests in flight finish
+    /// for at most the drain timeout.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .into_future();
+        let mut server = tokio::spawn(server);
+
+        tokio::select! {
+            result = &mut server => return result.map_err(std::io::Error::other)?,
+            () = shutdown => {}
+        }
+        let in_flight = self.state.max_in_flight - self.state.in_flight.available_permits();
+        info!(
+            in_flight,
+            drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+            "shutting down: no new connections, draining requests in flight"
+        );
+        self.state.draining.store(true, Ordering::Relaxed);
+        let _ = stop.send(true);
+
+        match tokio::time::timeout(self.drain_timeout, &mut server).await {
+            Ok(result) => {
+                info!("drained; exiting");
+                result.map_err(std::io::Error::other)?
+            }
+            Err(_) => {
+                let in_flight = self.state.max_in_flight - self.state.in_flight.available_permits();
+                warn!(
+                    in_flight,
+                    "drain timeout reached; exiting with requests still in flight"
+                );
+                server.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes, Docker) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!(signal = "SIGINT", "shutdown requested"),
+        () = terminate => info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}

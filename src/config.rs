@@ -1,0 +1,451 @@
+//! The relay's configuration: read once from the environment into one typed [`Config`].
+//!
+//! Every setting is an environment variable (see the README's table). A missing or invalid value is
+//! a [`ConfigError`] that names the variable and never contains a secret.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+/// Everything the relay needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub qikchat_base_url: Url,
+    /// `None` only in sandbox mode, where Qikchat is never called.
+    pub qikchat_api_key: Option<SecretString>,
+    /// Empty only when anonymous access was asked for explicitly.
+    pub callers: Vec<CallerToken>,
+    pub allow_anonymous: bool,
+    pub sandbox: bool,
+    pub upstream_timeout_ms: u64,
+    pub max_in_flight: usize,
+    pub max_body_bytes: usize,
+    pub drain_timeout_ms: u64,
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `qikchat_relay=debug,info`.
+    pub log_filter: String,
+}
+
+/// One caller from `RELAY_CLIENTS`: its name and the SHA-256 of its token (the token itself is not
+/// kept, so it cannot leak from memory dumps or `Debug` output).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerToken {
+    pub name: String,
+    pub token_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for CallerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerToken")
+            .field("name", &self.name)
+            .field("token_sha256", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// A configuration problem, worded for the one line the process prints before it exits.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            variable: variable.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The environment as envy sees it: names are the variables in lower case.
+#[derive(Deserialize)]
+struct Env {
+    qikchat_api_key: Option<String>,
+    qikchat_api_key_file: Option<PathBuf>,
+    #[serde(default = "default_base_url")]
+    qikchat_base_url: Url,
+    #[serde(default = "default_listen_addr")]
+    relay_listen_addr: SocketAddr,
+    relay_clients: Option<String>,
+    #[serde(default)]
+    relay_allow_anonymous: bool,
+    #[serde(default)]
+    relay_sandbox: bool,
+    #[serde(default = "default_upstream_timeout_ms")]
+    relay_upstream_timeout_ms: u64,
+    #[serde(default = "default_max_in_flight")]
+    relay_max_in_flight: usize,
+    #[serde(default = "default_max_body_bytes")]
+    relay_max_body_bytes: usize,
+    #[serde(default = "default_drain_timeout_ms")]
+    relay_drain_timeout_ms: u64,
+    #[serde(default = "default_log_format")]
+    relay_log_format: LogFormat,
+    #[serde(default = "default_log_filter")]
+    rust_log: String,
+}
+
+fn default_base_url() -> Url {
+    Url::parse("https://api.qikchat.in").expect("the default base URL is a valid URL")
+}
+fn default_listen_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_upstream_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_in_flight() -> usize {
+    512
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_drain_timeout_ms() -> u64 {
+    30_000
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Json
+}
+fn default_log_filter() -> String {
+    "info".to_owned()
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Reads configuration from `(VARIABLE, value)` pairs; tests use this instead of `set_var`.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let pairs = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            // Only our own variables reach envy, so an unrelated variable can never fail the parse.
+            .filter(|(k, _)| {
+                k.starts_with("QIKCHAT_") || k.starts_with("RELAY_") || k == "RUST_LOG"
+            });
+        let env: Env = envy::from_iter(pairs).map_err(envy_error)?;
+
+        let qikchat_api_key = read_key(env.qikchat_api_key, env.qikchat_api_key_file)?;
+        if qikchat_api_key.is_none() && !env.relay_sandbox {
+            return Err(ConfigError::new(
+                "QIKCHAT_API_KEY",
+                "is required (or QIKCHAT_API_KEY_FILE, or RELAY_SANDBOX=true to run without Qikchat)",
+            ));
+        }
+
+        let callers = match env.relay_clients.as_deref() {
+            Some(list) => parse_callers(list)?,
+            None => Vec::new(),
+        };
+        if callers.is_empty() && !env.relay_allow_anonymous {
+            return Err(ConfigError::new(
+                "RELAY_CLIENTS",
+                "no callers are configured; set RELAY_CLIENTS=name:token,... or RELAY_ALLOW_ANONYMOUS=true",
+            ));
+        }
+
+        if !matches!(env.qikchat_base_url.scheme(), "http" | "https") {
+            return Err(ConfigError::new(
+                "QIKCHAT_BASE_URL",
+                "must be an http or https URL",
+            ));
+        }
+        positive("RELAY_UPSTREAM_TIMEOUT_MS", env.relay_upstream_timeout_ms)?;
+        positive("RELAY_MAX_IN_FLIGHT", env.relay_max_in_flight as u64)?;
+        positive("RELAY_MAX_BODY_BYTES", env.relay_max_body_bytes as u64)?;
+        tracing_subscriber::EnvFilter::try_new(&env.rust_log)
+            .map_err(|e| ConfigError::new("RUST_LOG", format!("is not a valid filter: {e}")))?;
+
+        Ok(Self {
+            listen_addr: env.relay_listen_addr,
+            qikchat_base_url: env.qikchat_base_url,
+            qikchat_api_key,
+            callers,
+            allow_anonymous: env.relay_allow_anonymous,
+            sandbox: env.relay_sandbox,
+            upstream_timeout_ms: env.relay_upstream_timeout_ms,
+            max_in_flight: env.relay_max_in_flight,
+            max_body_bytes: env.relay_max_body_bytes,
+            drain_timeout_ms: env.relay_drain_timeout_ms,
+            log_format: env.relay_log_format,
+            log_filter: env.rust_log,
+        })
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// envy names the variable in lower case; the operator set it in upper case.
+fn envy_error(e: envy::Error) -> ConfigError {
+    match e {
+        envy::Error::MissingValue(field) => {
+            ConfigError::new(field.to_ascii_uppercase(), "is required")
+        }
+        // envy's message reads "<problem> while parsing value '<v>' provided by <VARIABLE>". Only
+        // non-secret settings are typed (keys and tokens are plain strings that cannot fail to
+        // parse), so the value it quotes is safe to print.
+        envy::Error::Custom(message) => {
+            let variable = message.rsplit_once("provided by ").map_or_else(
+                || "environment".to_owned(),
+                |(_, name)| name.to_ascii_uppercase(),
+            );
+            ConfigError::new(variable, message)
+        }
+    }
+}
+
+fn positive(variable: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(variable, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn read_key(
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let key = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "QIKCHAT_API_KEY_FILE",
+                "set either QIKCHAT_API_KEY or QIKCHAT_API_KEY_FILE, not both",
+            ));
+        }
+        (Some(key), None) => SecretString::from(key.trim()),
+        (None, Some(path)) => {
+            let content = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(
+                    "QIKCHAT_API_KEY_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            SecretString::from(content.trim())
+        }
+        (None, None) => return Ok(None),
+    };
+    if key.expose_secret().is_empty() {
+        return Err(ConfigError::new("QIKCHAT_API_KEY", "is empty"));
+    }
+    if !key.expose_secret().bytes().all(|b| b.is_ascii_graphic()) {
+        // It has to travel in an HTTP header.
+        return Err(ConfigError::new(
+            "QIKCHAT_API_KEY",
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// Parses `name:token,name:token`. Errors name the caller, never the token.
+fn parse_callers(list: &str) -> Result<Vec<CallerToken>, ConfigError> {
+    let mut callers: Vec<CallerToken> = Vec::new();
+    for (index, entry) in list.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let Some((name, token)) = entry.split_once(':') else {
+            return Err(ConfigError::new(
+                "RELAY_CLIENTS",
+                format!("entry {} is not of the form name:token", index + 1),
+            ));
+        };
+        let (name, token) = (name.trim(), token.trim());
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            return Err(ConfigError::new(
+                "RELAY_CLIENTS",
+                format!(
+                    "entry {}: a caller name is 1 to 64 of A-Z a-z 0-9 - _ .",
+                    index + 1
+                ),
+            ));
+        }
+        if token.len() < 16 {
+            return Err(ConfigError::new(
+                "RELAY_CLIENTS",
+                format!("caller {name}: its token must be at least 16 characters"),
+            ));
+        }
+        let caller = CallerToken {
+            name: name.to_owned(),
+            token_sha256: Sha256::digest(token.as_bytes()).into(),
+        };
+        if callers.iter().any(|c| c.name == caller.name) {
+            return Err(ConfigError::new(
+                "RELAY_CLIENTS",
+                format!("caller {name} is listed twice"),
+            ));
+        }
+        if callers
+            .iter()
+            .any(|c| c.token_sha256 == caller.token_sha256)
+        {
+            return Err(ConfigError::new(
+                "RELAY_CLIENTS",
+                format!("caller {name} shares its token with another caller"),
+            ));
+        }
+        callers.push(caller);
+    }
+    Ok(callers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "qk_live_SENTINEL_KEY_0123456789";
+    const TOKEN: &str = "tok_SENTINEL_0123456789abcdef";
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = config(&[
+            ("QIKCHAT_API_KEY", KEY),
+            ("RELAY_CLIENTS", &format!("billing:{TOKEN}")),
+        ])
+        .expect("valid");
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.qikchat_base_url.as_str(), "https://api.qikchat.in/");
+        assert_eq!(c.upstream_timeout(), Duration::from_secs(10));
+        assert_eq!(c.drain_timeout(), Duration::from_secs(30));
+        assert_eq!(c.max_in_flight, 512);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_filter, "info");
+        assert!(!c.sandbox && !c.allow_anonymous);
+        assert_eq!(c.callers.len(), 1);
+        assert_eq!(c.callers[0].name, "billing");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key_or_a_token() {
+        let c = config(&[
+            ("QIKCHAT_API_KEY", KEY),
+            ("RELAY_CLIENTS", &format!("billing:{TOKEN}")),
+        ])
+        .expect("valid");
+        let printed = format!("{c:?}");
+        assert!(!printed.contains(KEY), "{printed}");
+        assert!(!printed.contains(TOKEN), "{printed}");
+        assert!(printed.contains("billing"));
+    }
+
+    #[test]
+    fn the_key_is_required_unless_sandbox_mode_is_on() {
+        let clients = format!("billing:{TOKEN}");
+        let err = config(&[("RELAY_CLIENTS", &clients)]).unwrap_err();
+        assert_eq!(err.variable, "QIKCHAT_API_KEY");
+        let sandbox = config(&[("RELAY_CLIENTS", &clients), ("RELAY_SANDBOX", "true")]);
+        assert!(
+            sandbox
+                .expect("sandbox needs no key")
+                .qikchat_api_key
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_key_can_come_from_a_file_and_is_trimmed() {
+        let dir = std::env::temp_dir().join(format!("relay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("key");
+        std::fs::write(&path, format!("{KEY}\n")).expect("write key");
+        let c = config(&[
+            ("QIKCHAT_API_KEY_FILE", path.to_str().expect("utf-8 path")),
+            ("RELAY_ALLOW_ANONYMOUS", "true"),
+        ])
+        .expect("valid");
+        assert_eq!(c.qikchat_api_key.expect("key").expose_secret(), KEY);
+    }
+
+    #[test]
+    fn both_key_sources_at_once_are_refused() {
+        let err = config(&[
+            ("QIKCHAT_API_KEY", KEY),
+            ("QIKCHAT_API_KEY_FILE", "/nonexistent"),
+            ("RELAY_ALLOW_ANONYMOUS", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "QIKCHAT_API_KEY_FILE");
+    }
+
+    #[test]
+    fn no_callers_and_no_anonymous_access_is_refused() {
+        let err = config(&[("QIKCHAT_API_KEY", KEY)]).unwrap_err();
+        assert_eq!(err.variable, "RELAY_CLIENTS");
+        assert!(config(&[("QIKCHAT_API_KEY", KEY), ("RELAY_ALLOW_ANONYMOUS", "true")]).is_ok());
+    }
+
+    #[test]
+    fn bad_caller_entries_are_named_without_their_token() {
+        for (clients, expected) in [
+            ("billing", "entry 1"),
+            (":abcdefghijklmnopqrstu", "entry 1"),
+            ("billing:short", "billing"),
+            ("a:abcdefghijklmnop,a:qrstuvwxyzabcdefgh", "listed twice"),
+            ("a:abcdefghijklmnop,b:abcdefghijklmnop", "shares its token"),
+        ] {
+            let err = config(&[("QIKCHAT_API_KEY", KEY), ("RELAY_CLIENTS", clients)]).unwrap_err();
+            assert_eq!(err.variable, "RELAY_CLIENTS");
+            let line = err.to_string();
+            assert!(line.contains(expected), "{clients}: {line}");
+            assert!(!line.contains("abcdefghijklmnop"), "token leaked: {line}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        for (variable, value) in [
+            ("RELAY_LISTEN_ADDR", "not-an-address"),
+            ("RELAY_UPSTREAM_TIMEOUT_MS", "ten"),
+            ("RELAY_SANDBOX", "yes please"),
+            ("RELAY_LOG_FORMAT", "xml"),
+            ("QIKCHAT_BASE_URL", "not a url"),
+            ("RELAY_MAX_IN_FLIGHT", "0"),
+            ("RUST_LOG", "info,[[["),
+        ] {
+            let err = config(&[
+                ("QIKCHAT_API_KEY", KEY),
+                ("RELAY_ALLOW_ANONYMOUS", "true"),
+                (variable, value),
+            ])
+            .unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+        }
+    }
+}

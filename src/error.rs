@@ -1,0 +1,212 @@
+//! One error type for the HTTP edge: every failure a caller can see, as `application/problem+json`.
+//!
+//! An [`ApiError`] turns into a response that carries its [`Problem`] as an extension; the
+//! `problem_json` middleware renders it with the request id, so handlers never pass ids around.
+//! Client errors say what to fix; 5xx answers are generic, and their cause is logged where it happens.
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Seconds a caller should wait before retrying when the relay cannot tell better.
+const DEFAULT_RETRY_AFTER_S: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the body is larger than the relay accepts (RELAY_MAX_BODY_BYTES)")]
+    PayloadTooLarge,
+    #[error("the request has invalid fields")]
+    Invalid(Vec<FieldError>),
+    #[error("Qikchat refused the message: {0}")]
+    RejectedByQikchat(String),
+    #[error("rate limited")]
+    RateLimited { retry_after_s: u64 },
+    #[error("Qikchat failed; the message was not confirmed")]
+    UpstreamError,
+    #[error("Qikchat could not be reached; nothing was sent")]
+    UpstreamUnavailable,
+    #[error("the relay is shutting down; nothing was sent")]
+    Draining,
+    #[error("too many sends in flight; nothing was sent")]
+    Overloaded,
+    #[error("Qikchat did not answer in time; the message may or may not have been sent")]
+    UpstreamTimeout,
+    #[error("internal error")]
+    Internal,
+}
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct FieldError {
+    /// The field's path, e.g. `to` or `template.header.link`.
+    #[schema(examples("to"))]
+    pub field: String,
+    #[schema(examples("must start with + and the country code, e.g. +918080808080"))]
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document, the body of every error.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem; `code` says the same, shorter.
+    #[serde(rename = "type")]
+    #[schema(examples("urn:qikchat-relay:problem:invalid_request"))]
+    pub kind: String,
+    #[schema(examples("Unprocessable Entity"))]
+    pub title: String,
+    #[schema(examples(422))]
+    pub status: u16,
+    #[schema(examples("the request has invalid fields"))]
+    pub detail: String,
+    /// Stable, machine-readable; see the README's error table.
+    #[schema(examples("invalid_request"))]
+    pub code: String,
+    /// The `x-request-id` of the request that failed: quote it when asking for help.
+    pub request_id: String,
+    /// Every bad field, for `invalid_request`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Invalid(_) | Self::RejectedByQikchat(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamError => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable | Self::Draining | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable `code` of the problem document; also the send outcome in logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Invalid(_) => "invalid_request",
+            Self::RejectedByQikchat(_) => "rejected_by_qikchat",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::UpstreamError => "upstream_error",
+            Self::UpstreamUnavailable | Self::Draining => "upstream_unavailable",
+            Self::Overloaded => "overloaded",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_s } => Some(*retry_after_s),
+            Self::UpstreamUnavailable | Self::Draining | Self::Overloaded => {
+                Some(DEFAULT_RETRY_AFTER_S)
+            }
+            _ => None,
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            kind: format!("urn:qikchat-relay:problem:{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code().to_owned(),
+            request_id: String::new(),
+            errors: match self {
+                Self::Invalid(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status().into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after_s() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, Self::Unauthorized) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(self.problem());
+        response
+    }
+}
+
+impl Problem {
+    /// The response for this exact document; a replayed answer uses it as stored.
+    pub fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = status.into_response();
+        self.render_into(&mut response);
+        response
+    }
+
+    fn render_into(self, response: &mut Response) {
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.remove(header::CONTENT_LENGTH);
+        // Serialising a struct of strings and numbers cannot fail.
+        *response.body_mut() = Body::from(serde_json::to_vec(&self).unwrap_or_default());
+    }
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Renders the [`Problem`] an [`ApiError`] left on its response, adding the request id.
+///
+/// Runs inside the request-id layer, so the id is always there.
+pub async fn problem_json(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(crate::app::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = next.run(request).await;
+    if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
+        problem.request_id = request_id;
+        problem.render_into(&mut response);
+    }
+    response
+}

@@ -1,0 +1,22 @@
+//! qikchat-relay holds the Qikchat WhatsApp API key so internal services don't have to: they
+//! `POST /send` a simple message with their own token, the relay validates it, adds the key and
+//! forwards it to Qikchat, and answers with Qikchat's message id.
+//!
+//! Layout, in the order a request meets it:
+//! - [`app`]: the router, the middleware stack (its order explained there), start and shutdown.
+//! - [`telemetry`]: logs (one JSON line per request), metrics.
+//! - [`auth`]: the [`auth::Caller`] extractor (bearer token to caller name).
+//! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
+//! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
+//! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
+//! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
+//! - [`config`]: the typed configuration, read from the environment once.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod message;
+pub mod qikchat;
+pub mod routes;
+pub mod telemetry;

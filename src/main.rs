@@ -1,0 +1,44 @@
+//! The `qikchat-relay` binary: read the configuration, start logging, serve until SIGTERM/SIGINT.
+//! `qikchat-relay openapi` prints the OpenAPI document (the committed `openapi.yaml`) instead.
+
+use std::process::ExitCode;
+
+use qikchat_relay::{app, config::Config, routes::docs, telemetry};
+use tracing::{error, info};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        print!("{}", docs::openapi_yaml());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("qikchat-relay: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logs(&config);
+    let (sandbox, callers) = (config.sandbox, config.callers.len());
+    let app = match app::App::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.local_addr() {
+        Ok(addr) => {
+            info!(%addr, sandbox, callers, version = env!("CARGO_PKG_VERSION"), "qikchat-relay listening")
+        }
+        Err(e) => error!(error = %e, "no local address"),
+    }
+    match app.run(app::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}

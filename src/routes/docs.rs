@@ -1,0 +1,106 @@
+//! The OpenAPI document (`/openapi.json`, and `openapi.yaml` at the repository root) and Swagger UI
+//! at `/docs`, served from the relay's own assets.
+
+use axum::Router;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        ContentBuilder, RefOr,
+        example::ExampleBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
+};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::{
+    app::AppState,
+    error::{FieldError, Problem},
+    qikchat::MessageStatus,
+    routes::{health, messages, send},
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "qikchat-relay",
+        description = "Send WhatsApp messages through Qikchat without holding its key. Authenticate with your caller token (`Authorization: Bearer <token>`). Every error is `application/problem+json` with a stable `code`; every response carries `x-request-id`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    servers((url = "/", description = "This relay")),
+    paths(send::send, messages::status, health::healthz, health::readyz, health::metrics),
+    components(schemas(Problem, FieldError, send::SendResponse, MessageStatus, health::Health)),
+    modifiers(&Security, &SendExamples),
+    tags(
+        (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "operations", description = "Health, readiness and metrics for orchestrators"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The caller token the relay's operator gave you"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Puts [`send::examples`] on `POST /send`, so Swagger UI offers one ready request per type.
+struct SendExamples;
+
+impl Modify for SendExamples {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(body) = openapi
+            .paths
+            .paths
+            .get_mut("/send")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+            .and_then(|body| match body {
+                RefOr::T(body) => Some(body),
+                RefOr::Ref(_) => None,
+            })
+        else {
+            return;
+        };
+        let Some(RefOr::T(content)) = body.content.get_mut("application/json") else {
+            return;
+        };
+        let mut builder = ContentBuilder::new().schema(content.schema.clone());
+        for (name, value) in send::examples() {
+            builder = builder.examples_from_iter([(
+                name,
+                RefOr::T(ExampleBuilder::new().value(Some(value)).build()),
+            )]);
+        }
+        *content = builder.build();
+    }
+}
+
+/// The document as YAML, exactly as committed in `openapi.yaml`.
+pub fn openapi_yaml() -> String {
+    ApiDoc::openapi()
+        .to_yaml()
+        .unwrap_or_else(|e| format!("# the OpenAPI document could not be rendered: {e}\n"))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().merge(
+        SwaggerUi::new("/docs")
+            .url("/openapi.json", ApiDoc::openapi())
+            .config(
+                Config::from("/openapi.json")
+                    .persist_authorization(true)
+                    .display_request_duration(true),
+            ),
+    )
+}

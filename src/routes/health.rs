@@ -1,0 +1,68 @@
+//! Operational endpoints: liveness, readiness and Prometheus metrics. No auth: they hold no secret
+//! and orchestrators call them without credentials.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready`, or `draining`.
+    #[schema(examples("ok"))]
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    summary = "Liveness: 200 while the process serves",
+    responses((status = 200, description = "The process serves", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    summary = "Readiness: 200 when sends can be served; never calls Qikchat",
+    responses(
+        (status = 200, description = "Ready for sends", body = Health),
+        (status = 503, description = "Not ready (shutting down)", body = Health),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "draining".to_owned(),
+            }),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(Health {
+            status: "ready".to_owned(),
+        }),
+    )
+}
+
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let in_flight = state.max_in_flight - state.in_flight.available_permits();
+    metrics::gauge!("relay_sends_in_flight").set(in_flight as f64);
+    state.metrics.run_upkeep();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

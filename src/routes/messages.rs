@@ -1,0 +1,76 @@
+//! `GET /messages/{id}`: a message's delivery status, from Qikchat's status lookup.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use tracing::{Span, error, warn};
+
+use crate::{
+    app::AppState,
+    auth::Caller,
+    error::{ApiError, FieldError, Result},
+    qikchat::{self, MessageStatus},
+};
+
+/// Qikchat ids are ~25 alphanumerics; sandbox ids add `sandbox-`. Anything else is not an id.
+const MAX_ID_LEN: usize = 128;
+
+#[utoipa::path(
+    get,
+    path = "/messages/{id}",
+    operation_id = "getMessageStatus",
+    tag = "messages",
+    summary = "Look up a message's delivery status",
+    params(("id" = String, Path, description = "The id `POST /send` answered with", max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")),
+    responses(
+        (status = 200, description = "The latest status Qikchat knows", body = MessageStatus),
+        (status = 401, description = "`unauthorized`", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "`not_found`: Qikchat does not know this id", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`: the id is malformed", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: Qikchat is rate limiting", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "`internal_error`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`: Qikchat failed", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_unavailable`: Qikchat could not be reached", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 504, description = "`upstream_timeout`: Qikchat did not answer in time", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<MessageStatus>> {
+    let well_formed = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if !well_formed {
+        return Err(ApiError::Invalid(vec![FieldError::new(
+            "id",
+            "must be 1 to 128 of A-Z a-z 0-9 _ . : -",
+        )]));
+    }
+    let span = Span::current();
+    span.record("qikchat_id", id.as_str());
+    let result = state.upstream.status(&id).await;
+    if let Some(status) = result.as_ref().err().and_then(qikchat::Error::http_status) {
+        span.record("qikchat_status", status);
+    }
+    match result {
+        Ok(status) => Ok(Json(status)),
+        Err(e @ qikchat::Error::KeyRefused { .. }) => {
+            error!(error = %e, "Qikchat refused the relay's key");
+            Err(e.into())
+        }
+        Err(qikchat::Error::NotFound) => Err(qikchat::Error::NotFound.into()),
+        Err(e) => {
+            warn!(error = %e, "status lookup failed");
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! `POST /send`: parse the request into a [`Message`], send it through the upstream, answer with
+//! Qikchat's id.
+//!
+//! The `schema` module below describes the accepted body for the OpenAPI document; the parser in
+//! `message.rs` enforces it, and a test sends every documented example through that parser.
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use tracing::{Span, error, warn};
+use utoipa::ToSchema;
+
+use crate::{
+    app::AppState,
+    auth::Caller,
+    error::{ApiError, Result},
+    message::Message,
+    qikchat,
+    routes::JsonBody,
+};
+
+/// Qikchat accepted the message for delivery.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SendResponse {
+    /// Qikchat's message id (`sandbox-...` in sandbox mode); use it with `GET /messages/{id}`.
+    #[schema(examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
+    pub id: String,
+    /// Always `queued`: Qikchat accepted the message; delivery comes later.
+    #[schema(examples("queued"))]
+    pub status: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/send",
+    operation_id = "sendMessage",
+    tag = "messages",
+    summary = "Send one WhatsApp message",
+    description = "Validates the message, sends it through Qikchat with the relay's key, and answers with Qikchat's message id. Nothing is sent when the answer is 4xx (except `rejected_by_qikchat`, where Qikchat itself refused it).",
+    request_body(content = schema::SendRequest, description = "One message; `type` says which fields apply. See the examples."),
+    responses(
+        (status = 200, description = "Qikchat queued the message", body = SendResponse),
+        (status = 400, description = "`malformed_request`: not JSON, or not `application/json`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no or unknown bearer token", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (`errors` names every bad field; nothing was sent) or `rejected_by_qikchat` (`detail` carries Qikchat's message)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: Qikchat is rate limiting; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 500, description = "`internal_error`: a bug in the relay", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`: Qikchat failed or answered without an id; the message may have been sent", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_unavailable` (Qikchat unreachable, or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 504, description = "`upstream_timeout`: no answer in time; the message may or may not have been sent", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Json<SendResponse>> {
+    let span = Span::current();
+    let result = deliver(&state, &body, &span).await;
+    let outcome = result.as_ref().map_or_else(ApiError::code, |_| "queued");
+    span.record("outcome", outcome);
+    let message_type = type_label(&body);
+    metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => message_type, "outcome" => outcome)
+        .increment(1);
+    result
+}
+
+async fn deliver(
+    state: &AppState,
+    body: &serde_json::Value,
+    span: &Span,
+) -> Result<Json<SendResponse>> {
+    let message = Message::parse(body).map_err(ApiError::Invalid)?;
+    span.record("type", message.content.message_type().as_str());
+    span.record("to", message.to.masked());
+
+    if state.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let permit = state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded)?;
+
+    // The call runs in its own task: a caller that hangs up must not cut a send off half-way.
+    let upstream = state.upstream.clone();
+    let call = tokio::spawn(async move {
+        let result = upstream.send(&message).await;
+        drop(permit);
+        result
+    });
+    let accepted = match call.await {
+        Ok(result) => result,
+        Err(e) => {
+            error!(error = %e, "the send task failed");
+            return Err(ApiError::Internal);
+        }
+    };
+    match accepted {
+        Ok(accepted) => {
+            if let Some(status) = accepted.http_status {
+                span.record("qikchat_status", status);
+            }
+            span.record("qikchat_id", accepted.id.as_str());
+            Ok(Json(SendResponse {
+                id: accepted.id,
+                status: "queued".to_owned(),
+            }))
+        }
+        Err(e) => {
+            if let Some(status) = e.http_status() {
+                span.record("qikchat_status", status);
+            }
+            match &e {
+                qikchat::Error::KeyRefused { .. } => {
+                    error!(error = %e, "Qikchat refused the relay's key")
+                }
+                _ => warn!(error = %e, "send failed"),
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The message type for metrics: one of the ten, or `invalid`, so labels stay bounded.
+fn type_label(body: &serde_json::Value) -> &'static str {
+    let name = body.get("type").and_then(serde_json::Value::as_str);
+    crate::message::MessageType::ALL
+        .into_iter()
+        .find(|t| Some(t.as_str()) == name)
+        .map_or("invalid", |t| t.as_str())
+}
+
+/// Ready-to-send examples of each message type, shown in Swagger UI and checked by the tests.
+pub fn examples() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let to = "+918080808080";
+    vec![
+        (
+            "text",
+            json!({"to": to, "type": "text", "text": "Your OTP is 4711", "preview_url": false}),
+        ),
+        (
+            "image",
+            json!({"to": to, "type": "image", "link": "https://cdn.example.com/invoice.png", "caption": "Your invoice"}),
+        ),
+        (
+            "video",
+            json!({"to": to, "type": "video", "link": "https://cdn.example.com/welcome.mp4", "caption": "Welcome aboard"}),
+        ),
+        (
+            "audio",
+            json!({"to": to, "type": "audio", "link": "https://cdn.example.com/note.ogg"}),
+        ),
+        (
+            "document",
+            json!({"to": to, "type": "document", "link": "https://cdn.example.com/order.pdf", "caption": "Your order", "filename": "order-1234.pdf"}),
+        ),
+        (
+            "sticker",
+            json!({"to": to, "type": "sticker", "link": "https://cdn.example.com/thanks.webp"}),
+        ),
+        (
+            "location",
+            json!({"to": to, "type": "location", "location": {"latitude": 19.0760, "longitude": 72.8777, "name": "Head office", "address": "Nariman Point, Mumbai"}}),
+        ),
+        (
+            "contact",
+            json!({"to": to, "type": "contact", "contact": {
+            "name": {"formatted_name": "Support Desk", "first_name": "Support"},
+            "phones": [{"phone": "+918080808081", "type": "WORK"}]}}),
+        ),
+        (
+            "interactive_buttons",
+            json!({"to": to, "type": "interactive", "interactive": {
+            "type": "button", "body": {"text": "Confirm your appointment on Friday?"},
+            "action": {"buttons": [
+                {"type": "reply", "reply": {"id": "confirm", "title": "Confirm"}},
+                {"type": "reply", "reply": {"id": "reschedule", "title": "Reschedule"}}]}}}),
+        ),
+        (
+            "interactive_list",
+            json!({"to": to, "type": "interactive", "interactive": {
+            "type": "list", "body": {"text": "Which plan are you interested in?"},
+            "action": {"button": "See plans", "sections": [{"title": "Plans", "rows": [
+                {"id": "basic", "title": "Basic", "description": "For one person"},
+                {"id": "family", "title": "Family", "description": "Up to five people"}]}]}}}),
+        ),
+        (
+            "template",
+            json!({"to": to, "type": "template", "template": {
+            "name": "order_update", "language": "en",
+            "header": {"type": "document", "link": "https://cdn.example.com/o.pdf", "filename": "order.pdf"},
+            "body": ["Siva", "#1234"],
+            "buttons": [{"type": "url", "text": "orders/1234"}]}}),
+        ),
+        (
+            "template_components",
+            json!({"to": to, "type": "template", "template": {
+            "name": "order_update", "language": "en_US",
+            "components": [
+                {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://cdn.example.com/banner.png"}}]},
+                {"type": "body", "parameters": [{"type": "text", "text": "Siva"}, {"type": "text", "text": "#1234"}]}]}}),
+        ),
+    ]
+}
+
+/// The accepted request body, for the OpenAPI document only (see the module docs).
+pub mod schema {
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Map, Value};
+    use utoipa::ToSchema;
+
+    /// One message to send, discriminated by `type`. Fields of other types are refused unless
+    /// `null`; unknown fields are refused.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(untagged)]
+    #[schema(discriminator(property_name = "type", mapping(
+        ("text" = "#/components/schemas/TextMessage"),
+        ("image" = "#/components/schemas/ImageMessage"),
+        ("video" = "#/components/schemas/VideoMessage"),
+        ("audio" = "#/components/schemas/AudioMessage"),
+        ("document" = "#/components/schemas/DocumentMessage"),
+        ("sticker" = "#/components/schemas/StickerMessage"),
+        ("location" = "#/components/schemas/LocationMessage"),
+        ("contact" = "#/components/schemas/ContactMessage"),
+        ("interactive" = "#/components/schemas/InteractiveMessage"),
+        ("template" = "#/components/schemas/TemplateMessage"),
+    )))]
+    pub enum SendRequest {
+        Text(TextMessage),
+        Image(ImageMessage),
+        Video(VideoMessage),
+        Audio(AudioMessage),
+        Document(DocumentMessage),
+        Sticker(StickerMessage),
+        Location(LocationMessage),
+        Contact(ContactMessage),
+        Interactive(InteractiveMessage),
+        Template(TemplateMessage),
+    }
+
+    /// Declares one message schema: `to`, a `type` that takes exactly one value, and its fields.
+    macro_rules! message_schema {
+        ($(#[$doc:meta])* $name:ident, $tag:literal, $pattern:literal, { $($fields:tt)* }) => {
+            $(#[$doc])*
+            #[derive(Serialize, Deserialize, ToSchema)]
+            #[serde(deny_unknown_fields)]
+            pub struct $name {
+                /// The customer's number: `+`, country code and number, 8 to 15 digits; spaces,
+                /// dashes, dots and parentheses are ignored.
+                #[schema(examples("+918080808080"))]
+                pub to: String,
+                #[serde(rename = "type")]
+                #[schema(pattern = $pattern, examples($tag))]
+                pub kind: String,
+                $($fields)*
+            }
+        };
+    }
+
+    message_schema!(
+        /// A text message.
+        TextMessage, "text", "^text$", {
+        /// The text, 1 to 4096 characters.
+        #[schema(min_length = 1, max_length = 4096)]
+        pub text: String,
+        /// Show a preview of the first URL in the text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub preview_url: Option<bool>,
+    });
+
+    message_schema!(
+        /// An image (JPEG or PNG, at most 5 MB) Qikchat downloads from `link`.
+        ImageMessage, "image", "^image$", {
+        /// An absolute http(s) URL to the file itself.
+        #[schema(format = "uri")]
+        pub link: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 1024)]
+        pub caption: Option<String>,
+    });
+
+    message_schema!(
+        /// A video (MP4 or 3GPP, at most 16 MB): a direct link to the file, not a player page.
+        VideoMessage, "video", "^video$", {
+        #[schema(format = "uri")]
+        pub link: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 1024)]
+        pub caption: Option<String>,
+    });
+
+    message_schema!(
+        /// An audio file (AAC, MP4, AMR, MPEG or OGG/Opus, at most 16 MB); no caption.
+        AudioMessage, "audio", "^audio$", {
+        #[schema(format = "uri")]
+        pub link: String,
+    });
+
+    message_schema!(
+        /// A document of any type, at most 100 MB.
+        DocumentMessage, "document", "^document$", {
+        #[schema(format = "uri")]
+        pub link: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(max_length = 1024)]
+        pub caption: Option<String>,
+        /// The file name the customer sees.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub filename: Option<String>,
+    });
+
+    message_schema!(
+        /// A WebP sticker (100 KB static, 500 KB animated, 512x512); no caption.
+        StickerMessage, "sticker", "^sticker$", {
+        #[schema(format = "uri")]
+        pub link: String,
+    });
+
+    message_schema!(
+        /// A location pin.
+        LocationMessage, "location", "^location$", {
+        pub location: Location,
+    });
+
+    message_schema!(
+        /// A contact card, in Qikchat's contact object.
+        ContactMessage, "contact", "^contact$", {
+        pub contact: Contact,
+    });
+
+    message_schema!(
+        /// Reply buttons (1 to 3) or a list (at most 10 rows), in Qikchat's interactive object.
+        InteractiveMessage, "interactive", "^interactive$", {
+        pub interactive: Interactive,
+    });
+
+    message_schema!(
+        /// A pre-approved template: the only way to start a conversation outside the 24-hour window.
+        TemplateMessage, "template", "^template$", {
+        pub template: Template,
+    });
+
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Location {
+        #[schema(minimum = -90, maximum = 90, examples(19.076))]
+        pub latitude: f64,
+        #[schema(minimum = -180, maximum = 180, examples(72.8777))]
+        pub longitude: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub address: Option<String>,
+    }
+
+    /// Qikchat's contact object (`phones`, `emails`, `addresses`, `org`, `urls`, `birthday`, ...);
+    /// fields the relay does not know are passed on unchanged.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    pub struct Contact {
+        pub name: ContactName,
+        #[serde(flatten)]
+        #[schema(additional_properties)]
+        pub other: Map<String, Value>,
+    }
+
+    #[derive(Serialize, Deserialize, ToSchema)]
+    pub struct ContactName {
+        #[schema(min_length = 1)]
+        pub formatted_name: String,
+        #[serde(flatten)]
+        pub other: Map<String, Value>,
+    }
+
+    /// Qikchat's interactive object. `button`: `action.buttons` holds 1 to 3
+    /// `{type: "reply", reply: {id, title (<= 20)}}`. `list`: `action.button` (<= 20) and
+    /// `action.sections[].rows[]` of `{id, title (<= 24), description? (<= 72)}`, at most 10 rows in
+    /// all. `body.text` <= 1024; header and footer text <= 60. Unknown fields are passed on.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    pub struct Interactive {
+        #[serde(rename = "type")]
+        #[schema(pattern = "^(button|list)$", examples("button"))]
+        pub kind: String,
+        #[schema(value_type = Object)]
+        pub body: Value,
+        #[schema(value_type = Object)]
+        pub action: Value,
+        #[serde(flatten)]
+        pub other: Map<String, Value>,
+    }
+
+    /// A template: `name` and `language`, then either the simplified `header`/`body`/`buttons` or
+    /// Qikchat's raw `components`, not both.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct Template {
+        #[schema(examples("order_update"))]
+        pub name: String,
+        /// A plain language code such as `en` or `en_US`.
+        #[schema(examples("en"))]
+        pub language: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub header: Option<TemplateHeader>,
+        /// The body parameters, in order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub body: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub buttons: Option<Vec<TemplateButton>>,
+        /// Qikchat's own components, passed on unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<Vec<Object>>)]
+        pub components: Option<Vec<Value>>,
+    }
+
+    /// `text` for a text header; `link` (and `filename` for documents) for a media header.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct TemplateHeader {
+        #[serde(rename = "type")]
+        #[schema(pattern = "^(text|image|video|document)$", examples("document"))]
+        pub kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(format = "uri")]
+        pub link: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub filename: Option<String>,
+    }
+
+    /// A button parameter, in the template's button order: `url` takes `text` (the URL suffix),
+    /// `quick_reply` takes `payload`.
+    #[derive(Serialize, Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct TemplateButton {
+        #[serde(rename = "type")]
+        #[schema(pattern = "^(url|quick_reply)$", examples("url"))]
+        pub kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub payload: Option<String>,
+    }
+}
