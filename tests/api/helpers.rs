@@ -1,0 +1,176 @@
+//! Starting a relay against a fake Qikchat, and calling it.
+
+use std::net::SocketAddr;
+
+use qikchat_relay::{app::App, config::Config};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{header, method, path},
+};
+
+/// Sentinels: tests assert these never show up in logs, bodies or metrics.
+pub const KEY: &str = "qk_SENTINEL_KEY_c0ffee_1234567890";
+pub const TOKEN: &str = "tok_SENTINEL_billing_0123456789";
+pub const OTHER_TOKEN: &str = "tok_SENTINEL_alerts_0123456789";
+pub const RECIPIENT: &str = "+918080808080";
+
+/// A relay on a random port and the fake Qikchat behind it. The relay stops when this is dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub qikchat: MockServer,
+    pub http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The settings every test relay starts from; `extra` overrides or adds to them.
+pub fn settings(qikchat: &MockServer, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = vec![
+        ("QIKCHAT_API_KEY".into(), KEY.into()),
+        ("QIKCHAT_BASE_URL".into(), qikchat.uri()),
+        ("RELAY_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+        ("RELAY_CLIENTS".into(), format!("billing:{TOKEN},alerts:{OTHER_TOKEN}")),
+        ("RELAY_UPSTREAM_TIMEOUT_MS".into(), "2000".into()),
+    ];
+    for (key, value) in extra {
+        pairs.retain(|(k, _)| k != key);
+        pairs.push(((*key).into(), (*value).into()));
+    }
+    pairs
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let qikchat = MockServer::start().await;
+    let config = Config::from_pairs(settings(&qikchat, extra)).expect("test configuration is valid");
+    let app = App::build(config).await.expect("the relay starts");
+    let addr = app.local_addr().expect("bound");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        qikchat,
+        http: reqwest::Client::new(),
+        _stop: stop,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `POST /send` as the `billing` caller.
+    pub async fn send(&self, body: &Value) -> reqwest::Response {
+        self.send_as(TOKEN, body).await
+    }
+
+    pub async fn send_as(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/send"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    /// Qikchat answers every send with success and message id `id`, and expects `calls` of them.
+    pub async fn qikchat_accepts(&self, id: &str, calls: u64) {
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .and(header("QIKCHAT-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(200).set_body_json(qikchat_success(id)))
+            .expect(calls)
+            .mount(&self.qikchat)
+            .await;
+    }
+
+    /// Qikchat must not be called at all.
+    pub async fn qikchat_expects_no_call(&self) {
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(500))
+            .expect(0)
+            .mount(&self.qikchat)
+            .await;
+    }
+
+    /// The bodies Qikchat received, as JSON.
+    pub async fn qikchat_bodies(&self) -> Vec<Value> {
+        self.qikchat
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).expect("the relay sends JSON"))
+            .collect()
+    }
+}
+
+/// Qikchat's documented success answer.
+pub fn qikchat_success(id: &str) -> Value {
+    json!({
+        "status": true,
+        "message": "Messages queued successfully",
+        "data": [{
+            "id": id, "channel": "whatsapp", "from": "918080808081", "recipient": RECIPIENT,
+            "credits": 0.80, "created_at": "2023-02-19T12:52:25.222Z", "status": "queued"
+        }]
+    })
+}
+
+pub fn text_message() -> Value {
+    json!({"to": RECIPIENT, "type": "text", "text": "Your OTP is 4711"})
+}
+
+/// A problem+json answer's body, after checking its shape.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(content_type, "application/problem+json", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "the body names the request");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "{field} in {body}");
+    }
+    assert!(!body.to_string().contains(KEY), "the key leaked: {body}");
+    body
+}
+
+/// The fields named by an `invalid_request` problem, sorted.
+pub fn named_fields(problem: &Value) -> Vec<String> {
+    let mut fields: Vec<String> = problem["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    fields.sort();
+    fields
+}

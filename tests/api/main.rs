@@ -1,0 +1,11 @@
+//! Black-box tests: the relay on a real port, a fake Qikchat (wiremock) that counts its calls.
+//! One binary, one module per feature; `helpers` starts everything.
+
+mod auth;
+mod errors;
+mod helpers;
+mod operations;
+mod process;
+mod send;
+mod status;
+mod validation;
