@@ -47,11 +47,22 @@ impl std::fmt::Debug for CallerToken {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            _ => Err("must be json or pretty"),
+        }
+    }
 }
 
 /// A configuration problem, worded for the one line the process prints before it exits.
@@ -76,10 +87,10 @@ impl ConfigError {
 struct Env {
     qikchat_api_key: Option<String>,
     qikchat_api_key_file: Option<PathBuf>,
-    #[serde(default = "default_base_url")]
-    qikchat_base_url: Url,
-    #[serde(default = "default_listen_addr")]
-    relay_listen_addr: SocketAddr,
+    // Parsed by `parse_or` below rather than by envy, whose errors for these types do not name
+    // the variable.
+    qikchat_base_url: Option<String>,
+    relay_listen_addr: Option<String>,
     relay_clients: Option<String>,
     #[serde(default)]
     relay_allow_anonymous: bool,
@@ -93,18 +104,11 @@ struct Env {
     relay_max_body_bytes: usize,
     #[serde(default = "default_drain_timeout_ms")]
     relay_drain_timeout_ms: u64,
-    #[serde(default = "default_log_format")]
-    relay_log_format: LogFormat,
+    relay_log_format: Option<String>,
     #[serde(default = "default_log_filter")]
     rust_log: String,
 }
 
-fn default_base_url() -> Url {
-    Url::parse("https://api.qikchat.in").expect("the default base URL is a valid URL")
-}
-fn default_listen_addr() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8080))
-}
 fn default_upstream_timeout_ms() -> u64 {
     10_000
 }
@@ -116,9 +120,6 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_drain_timeout_ms() -> u64 {
     30_000
-}
-fn default_log_format() -> LogFormat {
-    LogFormat::Json
 }
 fn default_log_filter() -> String {
     "info".to_owned()
@@ -165,7 +166,15 @@ impl Config {
             ));
         }
 
-        if !matches!(env.qikchat_base_url.scheme(), "http" | "https") {
+        let qikchat_base_url: Url = parse_or(
+            "QIKCHAT_BASE_URL",
+            env.qikchat_base_url,
+            "https://api.qikchat.in",
+        )?;
+        let listen_addr: SocketAddr =
+            parse_or("RELAY_LISTEN_ADDR", env.relay_listen_addr, "0.0.0.0:8080")?;
+        let log_format: LogFormat = parse_or("RELAY_LOG_FORMAT", env.relay_log_format, "json")?;
+        if !matches!(qikchat_base_url.scheme(), "http" | "https") {
             return Err(ConfigError::new(
                 "QIKCHAT_BASE_URL",
                 "must be an http or https URL",
@@ -178,8 +187,8 @@ impl Config {
             .map_err(|e| ConfigError::new("RUST_LOG", format!("is not a valid filter: {e}")))?;
 
         Ok(Self {
-            listen_addr: env.relay_listen_addr,
-            qikchat_base_url: env.qikchat_base_url,
+            listen_addr,
+            qikchat_base_url,
             qikchat_api_key,
             callers,
             allow_anonymous: env.relay_allow_anonymous,
@@ -188,7 +197,7 @@ impl Config {
             max_in_flight: env.relay_max_in_flight,
             max_body_bytes: env.relay_max_body_bytes,
             drain_timeout_ms: env.relay_drain_timeout_ms,
-            log_format: env.relay_log_format,
+            log_format,
             log_filter: env.rust_log,
         })
     }
@@ -219,6 +228,22 @@ fn envy_error(e: envy::Error) -> ConfigError {
             ConfigError::new(variable, message)
         }
     }
+}
+
+fn parse_or<T>(
+    variable: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let value = value.unwrap_or_else(|| default.to_owned());
+    value
+        .trim()
+        .parse()
+        .map_err(|e| ConfigError::new(variable, format!("{e} (got {value:?})")))
 }
 
 fn positive(variable: &'static str, value: u64) -> Result<(), ConfigError> {

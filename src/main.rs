@@ -7,6 +7,11 @@ use qikchat_relay::{app, config::Config, routes::docs, telemetry};
 use tracing::{error, info};
 
 #[tokio::main]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the OpenAPI document and the configuration error line are the binary's output"
+)]
 async fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("openapi") {
         print!("{}", docs::openapi_yaml());

@@ -30,7 +30,10 @@ pub fn settings(qikchat: &MockServer, extra: &[(&str, &str)]) -> Vec<(String, St
         ("QIKCHAT_API_KEY".into(), KEY.into()),
         ("QIKCHAT_BASE_URL".into(), qikchat.uri()),
         ("RELAY_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
-        ("RELAY_CLIENTS".into(), format!("billing:{TOKEN},alerts:{OTHER_TOKEN}")),
+        (
+            "RELAY_CLIENTS".into(),
+            format!("billing:{TOKEN},alerts:{OTHER_TOKEN}"),
+        ),
         ("RELAY_UPSTREAM_TIMEOUT_MS".into(), "2000".into()),
     ];
     for (key, value) in extra {
@@ -46,7 +49,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let qikchat = MockServer::start().await;
-    let config = Config::from_pairs(settings(&qikchat, extra)).expect("test configuration is valid");
+    let config =
+        Config::from_pairs(settings(&qikchat, extra)).expect("test configuration is valid");
     let app = App::build(config).await.expect("the relay starts");
     let addr = app.local_addr().expect("bound");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -157,7 +161,11 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> Va
     assert_eq!(content_type, "application/problem+json", "{body}");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status, "{body}");
-    assert_eq!(body["request_id"], request_id.as_str(), "the body names the request");
+    assert_eq!(
+        body["request_id"],
+        request_id.as_str(),
+        "the body names the request"
+    );
     for field in ["type", "title", "detail"] {
         assert!(body[field].is_string(), "{field} in {body}");
     }
@@ -169,7 +177,12 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> Va
 pub fn named_fields(problem: &Value) -> Vec<String> {
     let mut fields: Vec<String> = problem["errors"]
         .as_array()
-        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     fields.sort();
     fields

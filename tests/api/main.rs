@@ -6,6 +6,3 @@ mod errors;
 mod helpers;
 mod operations;
 mod process;
-mod send;
-mod status;
-mod validation;

@@ -1,0 +1,184 @@
+//! Health, readiness, metrics, request ids, the OpenAPI document and Swagger UI.
+
+use serde_json::Value;
+
+use crate::helpers::{OTHER_TOKEN, TOKEN, problem, spawn_app, text_message};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_without_calling_qikchat() {
+    let app = spawn_app().await;
+    app.qikchat_expects_no_call().await;
+
+    for (path, status) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let response = app.http.get(app.url(path)).send().await.expect("answer");
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["status"], status);
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_keeps_the_callers_own() {
+    let app = spawn_app().await;
+
+    let generated = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("answer");
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+
+    let own = app
+        .http
+        .post(app.url("/send"))
+        .header("x-request-id", "caller-chosen-42")
+        .json(&text_message())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(own.headers()["x-request-id"], "caller-chosen-42");
+    let body = problem(own, 401, "unauthorized").await;
+    assert_eq!(body["request_id"], "caller-chosen-42");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_problem_json() {
+    let app = spawn_app().await;
+    problem(
+        app.http.get(app.url("/nope")).send().await.expect("answer"),
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.http.get(app.url("/send")).send().await.expect("answer"),
+        405,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_sends_by_caller_type_and_outcome() {
+    let app = spawn_app().await;
+    app.qikchat_accepts("m-1", 2).await;
+    // The recorder is shared by every test in this binary: this test's caller is its own.
+    app.send_as(OTHER_TOKEN, &text_message()).await;
+    app.send_as(OTHER_TOKEN, &text_message()).await;
+    app.send_as(
+        OTHER_TOKEN,
+        &serde_json::json!({"to": "+918080808080", "type": "image"}),
+    )
+    .await;
+
+    let response = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("answer");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/plain")
+    );
+    let metrics = response.text().await.expect("text");
+
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(series))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value(r#"relay_sends_total{caller="alerts",type="text",outcome="queued"}"#) >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        value(r#"relay_sends_total{caller="alerts",type="image",outcome="invalid_request"}"#)
+            >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"relay_http_requests_total{method="POST",route="/send",status="200"}"#)
+    );
+    assert!(metrics.contains("relay_http_request_duration_seconds_bucket"));
+    assert!(metrics.contains("relay_build_info"));
+    assert!(metrics.contains("relay_sends_in_flight"));
+    for secret in [crate::helpers::KEY, TOKEN, OTHER_TOKEN, "+918080808080"] {
+        assert!(!metrics.contains(secret), "{secret} in metrics");
+    }
+}
+
+#[test]
+fn the_committed_openapi_yaml_matches_the_code() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
+        .unwrap_or_default();
+    assert!(
+        committed == qikchat_relay::routes::docs::openapi_yaml(),
+        "openapi.yaml is stale: run `cargo run -q -- openapi > openapi.yaml`"
+    );
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_one_in_the_code() {
+    use utoipa::OpenApi;
+    let app = spawn_app().await;
+    let served: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+
+    let expected =
+        serde_json::to_value(qikchat_relay::routes::docs::ApiDoc::openapi()).expect("json");
+    assert_eq!(served["openapi"], "3.1.0");
+    assert_eq!(served, expected);
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_the_relay_itself() {
+    let app = spawn_app().await;
+    let page = app
+        .http
+        .get(app.url("/docs/"))
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("swagger-ui"), "{page}");
+    let config = app
+        .http
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(config.status(), 200);
+    let script = config.text().await.expect("js");
+    assert!(script.contains("/openapi.json"), "{script}");
+    let bundle = app
+        .http
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        bundle.status(),
+        200,
+        "assets are vendored, not fetched from a CDN"
+    );
+}

@@ -1,0 +1,336 @@
+//! The real binary: configuration failures, what its logs contain (and never contain), and how
+//! it shuts down.
+
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
+
+use crate::helpers::{KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_success, settings};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");
+
+/// A running relay process and every line it has written so far (stdout and stderr).
+struct Relay {
+    child: Child,
+    url: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+fn command(env: &[(String, String)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn start(env: &[(String, String)]) -> Relay {
+    let mut child = command(env).spawn().expect("the binary starts");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    for stream in [
+        Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        Box::new(stderr),
+    ] {
+        let lines = lines.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                lines.lock().expect("lock").push(line);
+            }
+        });
+    }
+    for _ in 0..200 {
+        let addr = lines.lock().expect("lock").iter().find_map(|line| {
+            let json: Value = serde_json::from_str(line).ok()?;
+            (json["message"] == "qikchat-relay listening")
+                .then(|| json["addr"].as_str().map(str::to_owned))?
+        });
+        if let Some(addr) = addr {
+            return Relay {
+                child,
+                url: format!("http://{addr}"),
+                lines,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the relay did not start: {:?}", lines.lock().expect("lock"));
+}
+
+impl Relay {
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    async fn exit_code(&mut self, within: Duration) -> i32 {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the relay exits in time")
+            .expect("wait");
+        status.code().expect("an exit code, not a signal")
+    }
+
+    fn output(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+}
+
+#[tokio::test]
+async fn a_missing_key_stops_the_process_with_one_line_naming_the_variable() {
+    let env = [("RELAY_CLIENTS".to_owned(), format!("billing:{TOKEN}"))];
+    let output = command(&env).output().await.expect("runs");
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("QIKCHAT_API_KEY"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn configuration_errors_name_the_variable_and_never_print_a_secret() {
+    let qikchat = MockServer::start().await;
+    for (variable, value) in [
+        ("RELAY_LISTEN_ADDR", "nowhere"),
+        (
+            "RELAY_CLIENTS",
+            &format!("billing:{TOKEN},billing:{OTHER_TOKEN}") as &str,
+        ),
+        ("RELAY_UPSTREAM_TIMEOUT_MS", "soon"),
+        ("QIKCHAT_API_KEY_FILE", "/nonexistent/key"),
+    ] {
+        let env = settings(&qikchat, &[(variable, value)]);
+        let output = command(&env).output().await.expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {stderr}");
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+        for secret in [KEY, TOKEN, OTHER_TOKEN] {
+            assert!(
+                !stderr.contains(secret),
+                "{variable}: a secret was printed: {stderr}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn logs_never_show_the_key_a_token_or_a_full_number_even_at_trace_level() {
+    let qikchat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(qikchat_success("log-id-1")))
+        .up_to_n_times(1)
+        .mount(&qikchat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"status": false, "message": format!("bad key {KEY}")})),
+        )
+        .up_to_n_times(1)
+        .mount(&qikchat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"message": format!("Invalid key {KEY}")})),
+        )
+        .mount(&qikchat)
+        .await;
+    let mut relay = start(&settings(&qikchat, &[("RUST_LOG", "trace")])).await;
+    let http = reqwest::Client::new();
+    let send = |token: &'static str| {
+        http.post(format!("{}/send", relay.url))
+            .bearer_auth(token)
+            .json(&json!({"to": "+91 80808 08080", "type": "text", "text": "hello"}))
+            .send()
+    };
+
+    let mut bodies = Vec::new();
+    for token in [
+        TOKEN,
+        TOKEN,
+        TOKEN,
+        "tok_SENTINEL_unknown_0123456789",
+        OTHER_TOKEN,
+    ] {
+        let response = send(token).await.expect("answer");
+        bodies.push((
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        ));
+    }
+    relay.terminate();
+    assert_eq!(relay.exit_code(Duration::from_secs(10)).await, 0);
+
+    let statuses: Vec<u16> = bodies.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [200, 422, 502, 401, 502]);
+    let output = relay.output();
+    assert!(output.len() > 10, "trace logging is on: {output:?}");
+    for text in output.iter().chain(bodies.iter().map(|(_, body)| body)) {
+        for secret in [
+            KEY,
+            TOKEN,
+            OTHER_TOKEN,
+            "tok_SENTINEL_unknown",
+            "918080808080",
+            "80808 08080",
+        ] {
+            assert!(!text.contains(secret), "{secret} appears in: {text}");
+        }
+    }
+
+    let finished: Vec<Value> = output
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|json| json["message"] == "request finished" && json["span"]["route"] == "/send")
+        .collect();
+    assert_eq!(finished.len(), 5, "one line per request: {output:?}");
+    let first = &finished[0];
+    assert_eq!(first["status"], 200);
+    assert!(first["latency_ms"].as_f64().is_some());
+    let span = &first["span"];
+    for (field, expected) in [
+        ("caller", json!("billing")),
+        ("method", json!("POST")),
+        ("type", json!("text")),
+        ("outcome", json!("queued")),
+        ("qikchat_id", json!("log-id-1")),
+        ("qikchat_status", json!(200)),
+        ("to", json!("+91******8080")),
+    ] {
+        assert_eq!(span[field], expected, "{field} in {first}");
+    }
+    assert!(span["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(finished[1]["span"]["outcome"], "rejected_by_qikchat");
+    assert_eq!(finished[1]["span"]["qikchat_status"], 400);
+    assert_eq!(finished[3]["status"], 401);
+    assert!(
+        finished[3]["span"].get("caller").is_none(),
+        "an unknown token names no caller"
+    );
+    assert_eq!(finished[4]["span"]["caller"], "alerts");
+    assert!(
+        output
+            .iter()
+            .any(|line| line.contains("\"level\":\"ERROR\"")
+                && line.contains("refused the relay's key")),
+        "a refused key is an error for the operator: {output:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_send_in_flight_finish_then_exits_0() {
+    let qikchat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(qikchat_success("drained-1"))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .expect(1)
+        .mount(&qikchat)
+        .await;
+    let mut relay = start(&settings(
+        &qikchat,
+        &[("RELAY_UPSTREAM_TIMEOUT_MS", "5000")],
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let in_flight = tokio::spawn(
+        http.post(format!("{}/send", relay.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"to": RECIPIENT, "type": "text", "text": "hello"}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    relay.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/healthz", relay.url))
+        .send()
+        .await;
+
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("the send in flight is answered");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["id"], "drained-1");
+    assert!(refused.is_err(), "no new connections while draining");
+    assert_eq!(relay.exit_code(Duration::from_secs(10)).await, 0);
+}
+
+#[tokio::test]
+async fn the_drain_is_bounded_by_the_drain_timeout() {
+    let qikchat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(qikchat_success("slow"))
+                .set_delay(Duration::from_secs(20)),
+        )
+        .mount(&qikchat)
+        .await;
+    let mut relay = start(&settings(
+        &qikchat,
+        &[
+            ("RELAY_UPSTREAM_TIMEOUT_MS", "30000"),
+            ("RELAY_DRAIN_TIMEOUT_MS", "300"),
+        ],
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let _stuck = tokio::spawn(
+        http.post(format!("{}/send", relay.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"to": RECIPIENT, "type": "text", "text": "hello"}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    relay.terminate();
+
+    assert_eq!(relay.exit_code(Duration::from_secs(5)).await, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "exited after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        relay
+            .output()
+            .iter()
+            .any(|line| line.contains("drain timeout reached"))
+    );
+}
