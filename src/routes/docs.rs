@@ -76,11 +76,15 @@ impl Modify for SendExamples {
             return;
         };
         let mut builder = ContentBuilder::new().schema(content.schema.clone());
-        for (name, value) in send::examples() {
-            builder = builder.examples_from_iter([(
-                name,
-                RefOr::T(ExampleBuilder::new().value(Some(value)).build()),
-            )]);
+        // Swagger UI lists examples in key order and preselects the first: number the keys so
+        // they keep the order of `send::examples`, and show the summary.
+        for (index, (name, value)) in send::examples().into_iter().enumerate() {
+            let example = ExampleBuilder::new()
+                .summary(name.replace('_', " "))
+                .value(Some(value))
+                .build();
+            builder = builder
+                .examples_from_iter([(format!("{:02}-{name}", index + 1), RefOr::T(example))]);
         }
         *content = builder.build();
     }
