@@ -6,3 +6,4 @@ mod errors;
 mod helpers;
 mod operations;
 mod process;
+mod status;
