@@ -23,6 +23,7 @@ use axum::{
     routing::{get, post},
 };
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::ServiceBuilder;
 use tower_http::{
@@ -35,11 +36,15 @@ use crate::{
     auth::Callers,
     config::Config,
     error::{self, ApiError},
+    idempotency::{Idempotency, MemoryStore, Store},
     qikchat::{Qikchat, Upstream},
     routes, telemetry,
 };
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How long one Redis command may take before the store counts as unreachable.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -52,6 +57,7 @@ pub struct AppState {
     /// Set once shutdown starts: readiness fails and new sends are turned away.
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
+    pub idempotency: Arc<Idempotency>,
 }
 
 impl AppState {
@@ -67,7 +73,18 @@ impl AppState {
             ),
             _ => Upstream::Sandbox,
         };
+        let store = match &config.redis_url {
+            Some(url) => Store::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(|_| {
+                std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client")
+            })?,
+            None => Store::Memory(MemoryStore::new(config.idempotency_max_keys)),
+        };
         Ok(Self {
+            idempotency: Arc::new(Idempotency::new(
+                store,
+                config.idempotency_lease(),
+                config.idempotency_ttl(),
+            )),
             callers: Arc::new(Callers::new(&config.callers, config.allow_anonymous)),
             upstream: Arc::new(upstream),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),

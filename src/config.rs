@@ -26,6 +26,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub drain_timeout_ms: u64,
     pub log_format: LogFormat,
+    /// Where idempotency keys live when shared by replicas; in memory when `None`.
+    pub redis_url: Option<SecretString>,
+    pub idempotency_ttl_s: u64,
+    /// How long a claim on a key holds before its holder is presumed dead.
+    pub idempotency_lease_ms: u64,
+    /// In-memory store only: at most this many keys (new ones are refused beyond it).
+    pub idempotency_max_keys: usize,
     /// A `tracing` filter directive such as `info` or `qikchat_relay=debug,info`.
     pub log_filter: String,
 }
@@ -107,6 +114,19 @@ struct Env {
     relay_log_format: Option<String>,
     #[serde(default = "default_log_filter")]
     rust_log: String,
+    relay_redis_url: Option<String>,
+    #[serde(default = "default_idempotency_ttl_s")]
+    relay_idempotency_ttl_s: u64,
+    relay_idempotency_lease_ms: Option<u64>,
+    #[serde(default = "default_idempotency_max_keys")]
+    relay_idempotency_max_keys: usize,
+}
+
+fn default_idempotency_ttl_s() -> u64 {
+    86_400
+}
+fn default_idempotency_max_keys() -> usize {
+    100_000
 }
 
 fn default_upstream_timeout_ms() -> u64 {
@@ -183,6 +203,34 @@ impl Config {
         positive("RELAY_UPSTREAM_TIMEOUT_MS", env.relay_upstream_timeout_ms)?;
         positive("RELAY_MAX_IN_FLIGHT", env.relay_max_in_flight as u64)?;
         positive("RELAY_MAX_BODY_BYTES", env.relay_max_body_bytes as u64)?;
+        positive("RELAY_IDEMPOTENCY_TTL_S", env.relay_idempotency_ttl_s)?;
+        positive(
+            "RELAY_IDEMPOTENCY_MAX_KEYS",
+            env.relay_idempotency_max_keys as u64,
+        )?;
+        // The lease must outlast a whole Qikchat call, or a slow send could be taken for a dead one.
+        let idempotency_lease_ms = env
+            .relay_idempotency_lease_ms
+            .unwrap_or(env.relay_upstream_timeout_ms + 5_000);
+        if idempotency_lease_ms <= env.relay_upstream_timeout_ms {
+            return Err(ConfigError::new(
+                "RELAY_IDEMPOTENCY_LEASE_MS",
+                "must be longer than RELAY_UPSTREAM_TIMEOUT_MS",
+            ));
+        }
+        let redis_url = match env.relay_redis_url.filter(|url| !url.trim().is_empty()) {
+            Some(url) => {
+                // Checked now so a typo fails at start; the URL may hold a password, never printed.
+                redis::Client::open(url.as_str()).map_err(|_| {
+                    ConfigError::new(
+                        "RELAY_REDIS_URL",
+                        "is not a valid redis:// or rediss:// URL",
+                    )
+                })?;
+                Some(SecretString::from(url))
+            }
+            None => None,
+        };
         tracing_subscriber::EnvFilter::try_new(&env.rust_log)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("is not a valid filter: {e}")))?;
 
@@ -199,11 +247,23 @@ impl Config {
             drain_timeout_ms: env.relay_drain_timeout_ms,
             log_format,
             log_filter: env.rust_log,
+            redis_url,
+            idempotency_ttl_s: env.relay_idempotency_ttl_s,
+            idempotency_lease_ms,
+            idempotency_max_keys: env.relay_idempotency_max_keys,
         })
     }
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_s)
+    }
+
+    pub fn idempotency_lease(&self) -> Duration {
+        Duration::from_millis(self.idempotency_lease_ms)
     }
 
     pub fn drain_timeout(&self) -> Duration {
@@ -463,6 +523,8 @@ mod tests {
             ("QIKCHAT_BASE_URL", "not a url"),
             ("RELAY_MAX_IN_FLIGHT", "0"),
             ("RUST_LOG", "info,[[["),
+            ("RELAY_REDIS_URL", "http://not-redis"),
+            ("RELAY_IDEMPOTENCY_LEASE_MS", "100"),
         ] {
             let err = config(&[
                 ("QIKCHAT_API_KEY", KEY),

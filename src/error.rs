@@ -47,6 +47,16 @@ pub enum ApiError {
     Overloaded,
     #[error("Qikchat did not answer in time; the message may or may not have been sent")]
     UpstreamTimeout,
+    #[error("a request with this Idempotency-Key is still being sent; retry later for its answer")]
+    IdempotencyKeyInFlight,
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error(
+        "an earlier request with this Idempotency-Key was interrupted after it started sending; the message may or may not have been sent, and will not be sent again under this key"
+    )]
+    OutcomeUnknown,
+    #[error("the idempotency store is unreachable; nothing was sent")]
+    StoreUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -107,7 +117,10 @@ impl ApiError {
             Self::UpstreamUnavailable | Self::Draining | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
+            Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,7 +139,10 @@ impl ApiError {
             Self::UpstreamError => "upstream_error",
             Self::UpstreamUnavailable | Self::Draining => "upstream_unavailable",
             Self::Overloaded => "overloaded",
-            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamTimeout | Self::OutcomeUnknown => "upstream_timeout",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::StoreUnavailable => "upstream_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -134,14 +150,17 @@ impl ApiError {
     fn retry_after_s(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after_s } => Some(*retry_after_s),
-            Self::UpstreamUnavailable | Self::Draining | Self::Overloaded => {
-                Some(DEFAULT_RETRY_AFTER_S)
-            }
+            Self::UpstreamUnavailable
+            | Self::Draining
+            | Self::Overloaded
+            | Self::StoreUnavailable
+            | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),
             _ => None,
         }
     }
 
-    fn problem(&self) -> Problem {
+    /// The problem document for this error, as the caller sees it.
+    pub fn problem(&self, request_id: &str) -> Problem {
         let status = self.status();
         Problem {
             kind: format!("urn:qikchat-relay:problem:{}", self.code()),
@@ -149,7 +168,7 @@ impl ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             code: self.code().to_owned(),
-            request_id: String::new(),
+            request_id: request_id.to_owned(),
             errors: match self {
                 Self::Invalid(errors) => errors.clone(),
                 _ => Vec::new(),
@@ -168,7 +187,8 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        response.extensions_mut().insert(self.problem());
+        // The request id is added by `problem_json`, which knows the request.
+        response.extensions_mut().insert(self.problem(""));
         response
     }
 }

@@ -7,6 +7,7 @@
 //! - [`telemetry`]: logs (one JSON line per request), metrics.
 //! - [`auth`]: the [`auth::Caller`] extractor (bearer token to caller name).
 //! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
+//! - [`idempotency`]: `Idempotency-Key`, in memory or in Redis: a retry never sends twice.
 //! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
 //! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
 //! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
@@ -16,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod message;
 pub mod qikchat;
 pub mod routes;

@@ -398,7 +398,7 @@ fn parse_contact(contact: &Obj<'_>, errors: &mut Errors) -> Option<Content> {
     }
     contact.object("org", Need::Optional, errors);
     name?;
-    Some(Content::Contact(contact.without_nulls()))
+    Some(Content::Contact(contact.without_unset()))
 }
 
 fn parse_interactive(interactive: &Obj<'_>, errors: &mut Errors) -> Option<Content> {
@@ -422,7 +422,7 @@ fn parse_interactive(interactive: &Obj<'_>, errors: &mut Errors) -> Option<Conte
         (Some(_), _) => errors.add(interactive.path("type"), "must be button or list"),
     }
     kind.and(action)
-        .map(|_| Content::Interactive(interactive.without_nulls()))
+        .map(|_| Content::Interactive(interactive.without_unset()))
 }
 
 fn check_reply_buttons(action: &Obj<'_>, errors: &mut Errors) {
@@ -548,7 +548,7 @@ fn parse_template(template: &Obj<'_>, errors: &mut Errors) -> Option<Content> {
             component.string("type", limits::ANY, Need::Required, errors);
             component.array("parameters", Need::Optional, errors);
         }
-        TemplateParameters::Raw(components.iter().map(|c| without_nulls(c.value)).collect())
+        TemplateParameters::Raw(components.iter().map(|c| without_unset(c.value)).collect())
     } else {
         let header = template
             .object("header", Need::Optional, errors)
@@ -751,11 +751,11 @@ impl<'a> Obj<'a> {
         }
     }
 
-    /// Rejects fields other than `known` that carry a value: for the relay's own objects, where a
-    /// typo must not silently drop data.
+    /// Rejects fields other than `known`, whatever their value: for the relay's own objects, where
+    /// a typo must not silently drop data.
     fn strict(&self, known: &[&str], errors: &mut Errors) {
-        for (key, value) in self.map {
-            if !known.contains(&key.as_str()) && !value.is_null() {
+        for key in self.map.keys() {
+            if !known.contains(&key.as_str()) {
                 errors.add(self.path(key), "is not a known field");
             }
         }
@@ -859,11 +859,11 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn without_nulls(&self) -> Map<String, Value> {
+    fn without_unset(&self) -> Map<String, Value> {
         self.map
             .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), without_nulls(v)))
+            .filter(|(_, v)| is_set(v))
+            .map(|(k, v)| (k.clone(), without_unset(v)))
             .collect()
     }
 }
@@ -898,19 +898,24 @@ fn checked_string(
     Some(s.clone())
 }
 
-/// Qikchat's own objects are passed on as given, minus `null`s (generated clients send them for
-/// every unset field; Qikchat should only see what was set).
-fn without_nulls(value: &Value) -> Value {
+/// Qikchat's own objects are passed on as given, minus unset fields: `null` (generated clients
+/// send it for every unset field) and `""` (an empty optional field). Required fields were checked
+/// to be non-empty before this runs.
+fn without_unset(value: &Value) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .filter(|(_, v)| is_set(v))
+                .map(|(k, v)| (k.clone(), without_unset(v)))
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(without_unset).collect()),
         other => other.clone(),
     }
+}
+
+fn is_set(value: &Value) -> bool {
+    !(value.is_null() || value.as_str() == Some(""))
 }
 
 #[cfg(test)]
@@ -1040,6 +1045,13 @@ mod tests {
             fields(body),
             ["location.latitude", "location.longitude", "location.nmae"]
         );
+    }
+
+    #[test]
+    fn an_unknown_field_is_refused_even_when_null_inside_the_relays_own_objects() {
+        let body = json!({"to": "+918080808080", "type": "template", "template": {
+            "name": "t", "language": "en", "nmae": null, "header": {"type": "text", "text": "Hi", "lnik": null}}});
+        assert_eq!(fields(body), ["template.header.lnik", "template.nmae"]);
     }
 
     #[test]

@@ -119,16 +119,24 @@ impl Error {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
+impl From<&Error> for ApiError {
+    fn from(e: &Error) -> Self {
         match e {
             Error::Unreachable(_) => Self::UpstreamUnavailable,
             Error::Timeout(_) => Self::UpstreamTimeout,
-            Error::Rejected { message, .. } => Self::RejectedByQikchat(message),
-            Error::RateLimited { retry_after_s } => Self::RateLimited { retry_after_s },
+            Error::Rejected { message, .. } => Self::RejectedByQikchat(message.clone()),
+            Error::RateLimited { retry_after_s } => Self::RateLimited {
+                retry_after_s: *retry_after_s,
+            },
             Error::KeyRefused { .. } | Error::Failed { .. } => Self::UpstreamError,
             Error::NotFound => Self::NotFound("no message with this id".to_owned()),
         }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self::from(&e)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::app::AppState;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `ready`, or `draining`.
+    /// `ok`, `ready`, `draining` or `redis_unreachable`.
     #[schema(examples("ok"))]
     pub status: String,
 }
@@ -32,21 +32,26 @@ pub async fn healthz() -> Json<Health> {
     summary = "Readiness: 200 when sends can be served; never calls Qikchat",
     responses(
         (status = 200, description = "Ready for sends", body = Health),
-        (status = 503, description = "Not ready (shutting down)", body = Health),
+        (status = 503, description = "Not ready: `draining` (shutting down) or `redis_unreachable` (RELAY_REDIS_URL is set but Redis does not answer)", body = Health),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    if state.is_draining() {
+    let status = if state.is_draining() {
+        "draining"
+    } else if !state.idempotency.is_ready().await {
+        // With RELAY_REDIS_URL set, sends that carry an Idempotency-Key need Redis.
+        "redis_unreachable"
+    } else {
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::OK,
             Json(Health {
-                status: "draining".to_owned(),
+                status: "ready".to_owned(),
             }),
         );
-    }
+    };
     (
-        StatusCode::OK,
+        StatusCode::SERVICE_UNAVAILABLE,
         Json(Health {
-            status: "ready".to_owned(),
+            status: status.to_owned(),
         }),
     )
 }

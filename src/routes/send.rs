@@ -4,15 +4,22 @@
 //! The `schema` module below describes the accepted body for the OpenAPI document; the parser in
 //! `message.rs` enforces it, and a test sends every documented example through that parser.
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+};
 use serde::{Deserialize, Serialize};
-use tracing::{Span, error, warn};
+use serde_json::Value;
+use tracing::{Instrument, Span, error, warn};
 use utoipa::ToSchema;
 
 use crate::{
-    app::AppState,
+    app::{AppState, REQUEST_ID},
     auth::Caller,
-    error::{ApiError, Result},
+    error::{ApiError, FieldError, Result},
+    idempotency::{self, Answer, Begin, Claim, Key},
     message::Message,
     qikchat,
     routes::JsonBody,
@@ -37,46 +44,70 @@ pub struct SendResponse {
     summary = "Send one WhatsApp message",
     description = "Validates the message, sends it through Qikchat with the relay's key, and answers with Qikchat's message id. Nothing is sent when the answer is 4xx (except `rejected_by_qikchat`, where Qikchat itself refused it).",
     request_body(content = schema::SendRequest, description = "One message; `type` says which fields apply. See the examples."),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, scoped to the caller. A retry with the same key and the same request gets the first answer again (with `Idempotent-Replayed: true`) and sends nothing.", min_length = 1, max_length = 255)),
     responses(
-        (status = 200, description = "Qikchat queued the message", body = SendResponse),
+        (status = 200, description = "Qikchat queued the message", body = SendResponse,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+        (status = 409, description = "`idempotency_key_in_flight`: a request with this Idempotency-Key is still being sent; retry after `Retry-After` to get its answer", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 400, description = "`malformed_request`: not JSON, or not `application/json`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no or unknown bearer token", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request` (`errors` names every bad field; nothing was sent) or `rejected_by_qikchat` (`detail` carries Qikchat's message)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) or `idempotency_key_reused` (the key was used for a different request; nothing was sent)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: Qikchat is rate limiting; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "`internal_error`: a bug in the relay", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`: Qikchat failed or answered without an id; the message may have been sent", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable` (Qikchat unreachable, or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 503, description = "`upstream_unavailable` (Qikchat or, for a request with an Idempotency-Key, the idempotency store unreachable; or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 504, description = "`upstream_timeout`: no answer in time; the message may or may not have been sent", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`upstream_timeout`: no answer in time, or an earlier request with this Idempotency-Key was interrupted while sending; the message may or may not have been sent, and is never sent again under the same key", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<SendResponse>> {
+) -> Result<Response> {
     let span = Span::current();
-    let result = deliver(&state, &body, &span).await;
-    let outcome = result.as_ref().map_or_else(ApiError::code, |_| "queued");
+    let result = deliver(&state, &caller, &headers, &body, &span).await;
+    let outcome = match &result {
+        Ok(sent) => sent.outcome,
+        Err(e) => e.code(),
+    };
     span.record("outcome", outcome);
-    let message_type = type_label(&body);
-    metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => message_type, "outcome" => outcome)
+    metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => type_label(&body), "outcome" => outcome)
         .increment(1);
-    result
+    result.map(|sent| sent.response)
+}
+
+/// An answer to a send and its outcome for logs and metrics (`queued`, `replayed`).
+struct Sent {
+    response: Response,
+    outcome: &'static str,
 }
 
 async fn deliver(
     state: &AppState,
-    body: &serde_json::Value,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &Value,
     span: &Span,
-) -> Result<Json<SendResponse>> {
+) -> Result<Sent> {
     let message = Message::parse(body).map_err(ApiError::Invalid)?;
     span.record("type", message.content.message_type().as_str());
     span.record("to", message.to.masked());
+    let key = match headers.get(idempotency::HEADER) {
+        None => None,
+        Some(value) => Some(Key::parse(value).ok_or_else(|| {
+            ApiError::Invalid(vec![FieldError::new(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )])
+        })?),
+    };
 
     if state.is_draining() {
         return Err(ApiError::Draining);
@@ -87,48 +118,150 @@ async fn deliver(
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded)?;
 
-    // The call runs in its own task: a caller that hangs up must not cut a send off half-way.
-    let upstream = state.upstream.clone();
-    let call = tokio::spawn(async move {
-        let result = upstream.send(&message).await;
-        drop(permit);
-        result
-    });
-    let accepted = match call.await {
+    // The key is claimed before anything is sent: a duplicate waits for nothing and sends nothing.
+    let claim = match key {
+        None => None,
+        Some(key) => {
+            let normalised = serde_json::to_vec(&qikchat::send_body(&message)).unwrap_or_default();
+            let begun = state
+                .idempotency
+                .begin(&caller.name, &key, &idempotency::fingerprint(&normalised))
+                .await;
+            match begun.map_err(|e| {
+                warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
+                ApiError::StoreUnavailable
+            })? {
+                Begin::Proceed(claim) => Some(claim),
+                Begin::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
+                Begin::Reused => return Err(ApiError::IdempotencyKeyReused),
+                Begin::OutcomeUnknown => return Err(ApiError::OutcomeUnknown),
+                Begin::Replay(answer) => {
+                    return Ok(Sent {
+                        response: replay(answer),
+                        outcome: "replayed",
+                    });
+                }
+            }
+        }
+    };
+
+    // The send runs in its own task: a caller that hangs up must not cut it off half-way, nor
+    // leave its key without an answer.
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let task = send_and_record(state.clone(), message, claim, request_id).instrument(span.clone());
+    let result = match tokio::spawn(task).await {
         Ok(result) => result,
         Err(e) => {
             error!(error = %e, "the send task failed");
-            return Err(ApiError::Internal);
+            Err(ApiError::Internal)
         }
     };
-    match accepted {
+    drop(permit);
+    result.map(|accepted| Sent {
+        response: Json(accepted).into_response(),
+        outcome: "queued",
+    })
+}
+
+/// Marks the key as sending, calls Qikchat, and stores the answer under the key when the message
+/// may have gone out (success, refusal, failure, timeout); otherwise frees the key.
+async fn send_and_record(
+    state: AppState,
+    message: Message,
+    claim: Option<Claim>,
+    request_id: String,
+) -> Result<SendResponse> {
+    let span = Span::current();
+    let claim = match claim {
+        Some(mut claim) => match state.idempotency.sending(&mut claim).await {
+            Ok(()) => Some(claim),
+            Err(e) => {
+                warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
+                state.idempotency.finish(claim, None).await;
+                return Err(ApiError::StoreUnavailable);
+            }
+        },
+        None => None,
+    };
+
+    let result = state.upstream.send(&message).await;
+
+    match &result {
         Ok(accepted) => {
             if let Some(status) = accepted.http_status {
                 span.record("qikchat_status", status);
             }
             span.record("qikchat_id", accepted.id.as_str());
-            Ok(Json(SendResponse {
-                id: accepted.id,
-                status: "queued".to_owned(),
-            }))
         }
         Err(e) => {
             if let Some(status) = e.http_status() {
                 span.record("qikchat_status", status);
             }
-            match &e {
+            match e {
                 qikchat::Error::KeyRefused { .. } => {
                     error!(error = %e, "Qikchat refused the relay's key")
                 }
                 _ => warn!(error = %e, "send failed"),
             }
-            Err(e.into())
         }
     }
+    let result = result
+        .map(|accepted| SendResponse {
+            id: accepted.id,
+            status: "queued".to_owned(),
+        })
+        .map_err(|e| (ApiError::from(&e), e));
+
+    if let Some(claim) = claim {
+        let answer = match &result {
+            Ok(sent) => Some(Answer {
+                status: 200,
+                body: serde_json::to_string(sent).unwrap_or_default(),
+            }),
+            // These may have reached Qikchat: a retry must get this answer, never a second send.
+            Err((
+                error,
+                qikchat::Error::Rejected { .. }
+                | qikchat::Error::Failed { .. }
+                | qikchat::Error::KeyRefused { .. }
+                | qikchat::Error::Timeout(_),
+            )) => Some(Answer {
+                status: error.status().as_u16(),
+                body: serde_json::to_string(&error.problem(&request_id)).unwrap_or_default(),
+            }),
+            // Nothing reached Qikchat (unreachable, rate limited): the key is free for a retry.
+            Err(_) => None,
+        };
+        state.idempotency.finish(claim, answer).await;
+    }
+    result.map_err(|(error, _)| error)
+}
+
+/// A stored answer, given again as it was, marked as a replay.
+fn replay(answer: Answer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        crate::error::PROBLEM_JSON
+    };
+    (
+        status,
+        [
+            (CONTENT_TYPE.as_str(), content_type),
+            (idempotency::REPLAYED, "true"),
+        ],
+        answer.body,
+    )
+        .into_response()
 }
 
 /// The message type for metrics: one of the ten, or `invalid`, so labels stay bounded.
-fn type_label(body: &serde_json::Value) -> &'static str {
+fn type_label(body: &Value) -> &'static str {
     let name = body.get("type").and_then(serde_json::Value::as_str);
     crate::message::MessageType::ALL
         .into_iter()

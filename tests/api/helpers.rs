@@ -49,14 +49,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let qikchat = MockServer::start().await;
-    let config =
-        Config::from_pairs(settings(&qikchat, extra)).expect("test configuration is valid");
-    let app = App::build(config).await.expect("the relay starts");
-    let addr = app.local_addr().expect("bound");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop) = start_relay(&qikchat, extra).await;
     TestApp {
         addr,
         qikchat,
@@ -65,7 +58,94 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     }
 }
 
+/// Starts a relay against `qikchat`; it stops when the sender is dropped.
+async fn start_relay(
+    qikchat: &MockServer,
+    extra: &[(&str, &str)],
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let config = Config::from_pairs(settings(qikchat, extra)).expect("test configuration is valid");
+    let app = App::build(config).await.expect("the relay starts");
+    let addr = app.local_addr().expect("bound");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// A second relay in front of the same fake Qikchat, as another replica would be.
+pub struct Sibling {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Sibling {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// A `redis-server` of the test's own on a free port, stopped when dropped. `tests/run.sh` installs
+/// it when it is missing.
+pub struct Redis {
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl Redis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (bash tests/run.sh installs it)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl TestApp {
+    /// Another relay with the same settings plus `extra`, in front of the same fake Qikchat.
+    pub async fn sibling(&self, extra: &[(&str, &str)]) -> Sibling {
+        let (addr, stop) = start_relay(&self.qikchat, extra).await;
+        Sibling { addr, _stop: stop }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

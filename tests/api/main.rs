@@ -4,6 +4,9 @@
 mod auth;
 mod errors;
 mod helpers;
+mod idempotency;
 mod operations;
 mod process;
+mod send;
 mod status;
+mod validation;

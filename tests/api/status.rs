@@ -39,7 +39,12 @@ async fn a_known_message_reports_its_status_and_timestamps() {
             }
         }
     });
-    qikchat_status_answers(&app, "LJsYjz93FXXXXXX0i1H52N", ResponseTemplate::new(200).set_body_json(answer)).await;
+    qikchat_status_answers(
+        &app,
+        "LJsYjz93FXXXXXX0i1H52N",
+        ResponseTemplate::new(200).set_body_json(answer),
+    )
+    .await;
 
     let response = app.get("/messages/LJsYjz93FXXXXXX0i1H52N").await;
 
@@ -59,7 +64,12 @@ async fn a_known_message_reports_its_status_and_timestamps() {
 async fn absent_timestamps_are_absent_fields() {
     let app = spawn_app().await;
     let answer = json!({"status": true, "message": {"payload": {"id": "abc", "message": {"status": "queued"}}}});
-    qikchat_status_answers(&app, "abc", ResponseTemplate::new(200).set_body_json(answer)).await;
+    qikchat_status_answers(
+        &app,
+        "abc",
+        ResponseTemplate::new(200).set_body_json(answer),
+    )
+    .await;
 
     let body: Value = app.get("/messages/abc").await.json().await.expect("json");
 
@@ -70,9 +80,16 @@ async fn absent_timestamps_are_absent_fields() {
 async fn an_id_qikchat_does_not_know_is_a_404() {
     let app = spawn_app().await;
     for (id, response) in [
-        ("unknown1", ResponseTemplate::new(400).set_body_json(json!({"error": "Invalid request"}))),
+        (
+            "unknown1",
+            ResponseTemplate::new(400).set_body_json(json!({"error": "Invalid request"})),
+        ),
         ("unknown2", ResponseTemplate::new(404)),
-        ("unknown3", ResponseTemplate::new(200).set_body_json(json!({"status": false, "message": "not found"}))),
+        (
+            "unknown3",
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"status": false, "message": "not found"})),
+        ),
     ] {
         qikchat_status_answers(&app, id, response).await;
         problem(app.get(&format!("/messages/{id}")).await, 404, "not_found").await;
@@ -84,8 +101,18 @@ async fn upstream_failures_map_as_for_sends() {
     let app = spawn_app().await;
     qikchat_status_answers(&app, "x5xx", ResponseTemplate::new(503)).await;
     qikchat_status_answers(&app, "xkey", ResponseTemplate::new(401)).await;
-    qikchat_status_answers(&app, "xrate", ResponseTemplate::new(429).insert_header("retry-after", "3")).await;
-    qikchat_status_answers(&app, "xjunk", ResponseTemplate::new(200).set_body_raw("<html>", "text/html")).await;
+    qikchat_status_answers(
+        &app,
+        "xrate",
+        ResponseTemplate::new(429).insert_header("retry-after", "3"),
+    )
+    .await;
+    qikchat_status_answers(
+        &app,
+        "xjunk",
+        ResponseTemplate::new(200).set_body_raw("<html>", "text/html"),
+    )
+    .await;
 
     problem(app.get("/messages/x5xx").await, 502, "upstream_error").await;
     problem(app.get("/messages/xkey").await, 502, "upstream_error").await;
@@ -101,7 +128,12 @@ async fn a_malformed_id_is_refused_without_asking_qikchat() {
     app.qikchat_expects_no_call().await;
 
     for id in ["a%20b", "a'b", &"x".repeat(129)] {
-        let body = problem(app.get(&format!("/messages/{id}")).await, 422, "invalid_request").await;
+        let body = problem(
+            app.get(&format!("/messages/{id}")).await,
+            422,
+            "invalid_request",
+        )
+        .await;
         assert_eq!(body["errors"][0]["field"], "id");
     }
 }
@@ -111,10 +143,25 @@ async fn the_sandbox_knows_its_own_ids_and_nothing_else() {
     let app = spawn_app_with(&[("RELAY_SANDBOX", "true")]).await;
     app.qikchat_expects_no_call().await;
 
-    let sent: Value = app.send(&crate::helpers::text_message()).await.json().await.expect("json");
+    let sent: Value = app
+        .send(&crate::helpers::text_message())
+        .await
+        .json()
+        .await
+        .expect("json");
     let id = sent["id"].as_str().expect("an id");
-    let status: Value = app.get(&format!("/messages/{id}")).await.json().await.expect("json");
+    let status: Value = app
+        .get(&format!("/messages/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
 
     assert_eq!(status, json!({"id": id, "status": "queued"}));
-    problem(app.get("/messages/52JH6WmuSruAVyXvBBYemd0Ia").await, 404, "not_found").await;
+    problem(
+        app.get("/messages/52JH6WmuSruAVyXvBBYemd0Ia").await,
+        404,
+        "not_found",
+    )
+    .await;
 }

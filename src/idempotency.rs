@@ -1,0 +1,561 @@
+//! `Idempotency-Key`: a caller's retry never sends a message twice.
+//!
+//! A key is claimed before Qikchat is called, marked "sending" just before the call, and holds the
+//! answer afterwards. A claim is a lease, so a replica that dies holding a key cannot block it
+//! forever; one that dies after it started sending leaves the key answering "outcome unknown".
+//! The records live in memory (one replica) or in Redis (shared by replicas, kept across restarts),
+//! behind the two atomic operations of [`Store`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::http::HeaderValue;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+/// The header callers send.
+pub const HEADER: &str = "idempotency-key";
+/// The header on a replayed answer.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// A valid `Idempotency-Key`: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key(String);
+
+impl Key {
+    pub fn parse(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let valid = (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic());
+        valid.then(|| Self(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+/// An answer as it was given, to be given again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub status: u16,
+    /// The JSON body, as sent.
+    pub body: String,
+}
+
+/// What a key's record says, stored as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+enum Record {
+    /// Claimed, Qikchat not called yet. Expires with the lease: a dead holder frees the key.
+    Claimed {
+        fingerprint: String,
+        owner: String,
+    },
+    /// Qikchat is being called. Kept for the retention period: once `lease_until_ms` has passed
+    /// the holder is presumed dead, and nobody knows whether the message went out.
+    Sending {
+        fingerprint: String,
+        owner: String,
+        lease_until_ms: u64,
+    },
+    Done {
+        fingerprint: String,
+        answer: Answer,
+    },
+}
+
+impl Record {
+    fn fingerprint(&self) -> &str {
+        match self {
+            Self::Claimed { fingerprint, .. }
+            | Self::Sending { fingerprint, .. }
+            | Self::Done { fingerprint, .. } => fingerprint,
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What to do with a request that carries a key.
+#[derive(Debug)]
+pub enum Begin {
+    /// The key is ours: send, then [`Idempotency::finish`].
+    Proceed(Claim),
+    /// The same request is being sent right now.
+    InFlight,
+    /// The key was used for a different request.
+    Reused,
+    /// The same request was answered before: give that answer again.
+    Replay(Answer),
+    /// Its holder died after it started sending: the message may have gone out.
+    OutcomeUnknown,
+}
+
+/// Ownership of a key, from [`Begin::Proceed`] to [`Idempotency::finish`].
+#[derive(Debug)]
+pub struct Claim {
+    store_key: String,
+    fingerprint: String,
+    owner: String,
+    /// The record as last written by us; every update is a compare-and-set against it.
+    current: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the idempotency store is unavailable: {0}")]
+pub struct StoreError(String);
+
+/// The keys of every caller, with their lease and retention.
+pub struct Idempotency {
+    store: Store,
+    lease: Duration,
+    retention: Duration,
+}
+
+impl Idempotency {
+    pub fn new(store: Store, lease: Duration, retention: Duration) -> Self {
+        Self {
+            store,
+            lease,
+            retention,
+        }
+    }
+
+    /// Claims `key` for `caller`'s request with this fingerprint, or says why not.
+    pub async fn begin(
+        &self,
+        caller: &str,
+        key: &Key,
+        fingerprint: &str,
+    ) -> Result<Begin, StoreError> {
+        let store_key = format!(
+            "qikchat-relay:idempotency:{caller}:{}",
+            hex(&Sha256::digest(key.0.as_bytes()))
+        );
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let claimed = Record::Claimed {
+            fingerprint: fingerprint.to_owned(),
+            owner: owner.clone(),
+        }
+        .to_json();
+        // A record can expire between the failed claim and the read: then simply claim again.
+        for _ in 0..3 {
+            let Some(existing) = self
+                .store
+                .set_if_absent(&store_key, &claimed, self.lease)
+                .await?
+            else {
+                return Ok(Begin::Proceed(Claim {
+                    store_key,
+                    fingerprint: fingerprint.to_owned(),
+                    owner,
+                    current: claimed,
+                }));
+            };
+            if existing.is_empty() {
+                continue;
+            }
+            let record: Record = serde_json::from_str(&existing)
+                .map_err(|e| StoreError(format!("an unreadable record under {store_key}: {e}")))?;
+            return Ok(decide(&record, fingerprint, now_ms()));
+        }
+        Err(StoreError("the key kept changing under a claim".to_owned()))
+    }
+
+    /// Records that Qikchat is about to be called. From now on the key is never sent again.
+    pub async fn sending(&self, claim: &mut Claim) -> Result<(), StoreError> {
+        let lease_until_ms = now_ms() + self.lease.as_millis() as u64;
+        let sending = Record::Sending {
+            fingerprint: claim.fingerprint.clone(),
+            owner: claim.owner.clone(),
+            lease_until_ms,
+        }
+        .to_json();
+        if self
+            .store
+            .compare_and_set(
+                &claim.store_key,
+                &claim.current,
+                Some((&sending, self.retention)),
+            )
+            .await?
+        {
+            claim.current = sending;
+            Ok(())
+        } else {
+            Err(StoreError(
+                "the claim on the key was lost before sending".to_owned(),
+            ))
+        }
+    }
+
+    /// Stores the answer for replays, or (`None`) frees the key because nothing was sent.
+    pub async fn finish(&self, claim: Claim, answer: Option<Answer>) {
+        let done = answer.map(|answer| {
+            Record::Done {
+                fingerprint: claim.fingerprint.clone(),
+                answer,
+            }
+            .to_json()
+        });
+        let update = done.as_deref().map(|done| (done, self.retention));
+        match self
+            .store
+            .compare_and_set(&claim.store_key, &claim.current, update)
+            .await
+        {
+            Ok(true) => {}
+            // Left as it was, the key answers "outcome unknown" once the lease runs out: safe.
+            Ok(false) => warn!("the idempotency record changed under its owner; left as it is"),
+            Err(e) => {
+                warn!(error = %e, "the answer could not be stored; retries under this key will answer outcome unknown")
+            }
+        }
+    }
+
+    /// Whether the store answers (always, in memory).
+    pub async fn is_ready(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, Store::Redis(_))
+    }
+}
+
+fn decide(record: &Record, fingerprint: &str, now_ms: u64) -> Begin {
+    if record.fingerprint() != fingerprint {
+        return Begin::Reused;
+    }
+    match record {
+        Record::Claimed { .. } => Begin::InFlight,
+        Record::Sending { lease_until_ms, .. } if now_ms < *lease_until_ms => Begin::InFlight,
+        Record::Sending { .. } => Begin::OutcomeUnknown,
+        Record::Done { answer, .. } => Begin::Replay(answer.clone()),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fingerprint of a request: the SHA-256 of its normalised form.
+pub fn fingerprint(normalised: &[u8]) -> String {
+    hex(&Sha256::digest(normalised))
+}
+
+/// Where records live. Both offer the same two atomic operations on JSON strings.
+pub enum Store {
+    Memory(Arc<MemoryStore>),
+    Redis(ConnectionManager),
+}
+
+/// Compares the record with `ARGV[1]`; if equal, replaces it with `ARGV[2]` for `ARGV[3]` ms, or
+/// deletes it when `ARGV[2]` is empty. Returns 1 when it changed the record.
+const COMPARE_AND_SET: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+";
+
+impl Store {
+    /// Sets `key` to `value` for `ttl` unless it exists; returns the existing value if it does
+    /// (empty if it vanished in between).
+    async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            Self::Memory(memory) => memory.set_if_absent(key, value, ttl),
+            Self::Redis(redis) => {
+                let mut redis = redis.clone();
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut redis)
+                    .await
+                    .map_err(redis_error)?;
+                if set.is_some() {
+                    return Ok(None);
+                }
+                let existing: Option<String> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut redis)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(Some(existing.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// If `key` holds `expected`, replaces it (`Some`) or deletes it (`None`). True if it did.
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &str,
+        new: Option<(&str, Duration)>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(memory) => Ok(memory.compare_and_set(key, expected, new)),
+            Self::Redis(redis) => {
+                let mut redis = redis.clone();
+                let (value, ttl) = new.unwrap_or(("", Duration::ZERO));
+                let changed: i64 = redis::Script::new(COMPARE_AND_SET)
+                    .key(key)
+                    .arg(expected)
+                    .arg(value)
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .invoke_async(&mut redis)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(changed == 1)
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(redis) => {
+                let mut redis = redis.clone();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map(drop)
+                    .map_err(redis_error)
+            }
+        }
+    }
+
+    /// A Redis store that connects lazily, so the relay starts (not ready) while Redis is down.
+    pub fn redis(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        Ok(Self::Redis(ConnectionManager::new_lazy_with_config(
+            client, config,
+        )?))
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Records in this process: bounded, expired ones purged in the background.
+pub struct MemoryStore {
+    entries: Mutex<HashMap<String, (String, Instant)>>,
+    max_entries: usize,
+}
+
+impl MemoryStore {
+    /// The purge task holds only a weak reference: it ends when the store is dropped.
+    pub fn new(max_entries: usize) -> Arc<Self> {
+        let store = Arc::new(Self {
+            entries: Mutex::new(HashMap::new()),
+            max_entries,
+        });
+        let weak: Weak<Self> = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                match weak.upgrade() {
+                    Some(store) => store.purge(),
+                    None => return,
+                }
+            }
+        });
+        store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        // A panic while holding the lock cannot leave the map half-updated: every update is one call.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn purge(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, (_, expires)| *expires > now);
+    }
+
+    fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if let Some((existing, expires)) = entries.get(key) {
+            if *expires > now {
+                return Ok(Some(existing.clone()));
+            }
+        }
+        if entries.len() >= self.max_entries {
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= self.max_entries {
+                // Evicting a stored answer could let a retry send twice: refuse instead.
+                return Err(StoreError(format!(
+                    "{} keys held (RELAY_IDEMPOTENCY_MAX_KEYS)",
+                    self.max_entries
+                )));
+            }
+        }
+        entries.insert(key.to_owned(), (value.to_owned(), now + ttl));
+        Ok(None)
+    }
+
+    fn compare_and_set(&self, key: &str, expected: &str, new: Option<(&str, Duration)>) -> bool {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let holds_expected = entries
+            .get(key)
+            .is_some_and(|(value, expires)| *expires > now && value == expected);
+        if !holds_expected {
+            return false;
+        }
+        match new {
+            Some((value, ttl)) => entries.insert(key.to_owned(), (value.to_owned(), now + ttl)),
+            None => entries.remove(key),
+        };
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idempotency(lease: Duration) -> Idempotency {
+        Idempotency::new(
+            Store::Memory(MemoryStore::new(10)),
+            lease,
+            Duration::from_secs(60),
+        )
+    }
+
+    fn key(value: &str) -> Key {
+        Key::parse(&HeaderValue::from_str(value).expect("header")).expect("valid key")
+    }
+
+    #[test]
+    fn keys_are_1_to_255_visible_ascii_characters() {
+        assert!(Key::parse(&HeaderValue::from_static("order-1234:retry")).is_some());
+        assert!(Key::parse(&HeaderValue::from_str(&"k".repeat(255)).expect("header")).is_some());
+        for bad in ["", "has space", &"k".repeat(256)] {
+            assert!(
+                Key::parse(&HeaderValue::from_str(bad).expect("header")).is_none(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_key_replays_its_answer_and_a_different_request_is_refused() {
+        let store = idempotency(Duration::from_secs(10));
+        let Begin::Proceed(mut claim) = store
+            .begin("billing", &key("k1"), "fp-a")
+            .await
+            .expect("store")
+        else {
+            panic!("the first request proceeds");
+        };
+        assert!(matches!(
+            store.begin("billing", &key("k1"), "fp-a").await,
+            Ok(Begin::InFlight)
+        ));
+        store.sending(&mut claim).await.expect("mark");
+        let answer = Answer {
+            status: 200,
+            body: "{}".into(),
+        };
+        store.finish(claim, Some(answer.clone())).await;
+
+        assert!(
+            matches!(store.begin("billing", &key("k1"), "fp-a").await, Ok(Begin::Replay(a)) if a == answer)
+        );
+        assert!(matches!(
+            store.begin("billing", &key("k1"), "fp-b").await,
+            Ok(Begin::Reused)
+        ));
+        assert!(
+            matches!(
+                store.begin("alerts", &key("k1"), "fp-b").await,
+                Ok(Begin::Proceed(_))
+            ),
+            "keys are per caller"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_released_key_can_be_used_again() {
+        let store = idempotency(Duration::from_secs(10));
+        let Ok(Begin::Proceed(claim)) = store.begin("billing", &key("k2"), "fp").await else {
+            panic!("proceeds");
+        };
+        store.finish(claim, None).await;
+        assert!(matches!(
+            store.begin("billing", &key("k2"), "fp").await,
+            Ok(Begin::Proceed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dead_claim_frees_the_key_but_a_dead_send_answers_outcome_unknown() {
+        let store = idempotency(Duration::from_millis(50));
+        let Ok(Begin::Proceed(_abandoned)) = store.begin("billing", &key("before"), "fp").await
+        else {
+            panic!("proceeds");
+        };
+        let Ok(Begin::Proceed(mut sending)) = store.begin("billing", &key("after"), "fp").await
+        else {
+            panic!("proceeds");
+        };
+        store.sending(&mut sending).await.expect("mark");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+
+        assert!(matches!(
+            store.begin("billing", &key("before"), "fp").await,
+            Ok(Begin::Proceed(_))
+        ));
+        assert!(matches!(
+            store.begin("billing", &key("after"), "fp").await,
+            Ok(Begin::OutcomeUnknown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_store_refuses_new_keys_rather_than_forget_answers() {
+        let store = Idempotency::new(
+            Store::Memory(MemoryStore::new(2)),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        );
+        for name in ["a", "b"] {
+            assert!(matches!(
+                store.begin("c", &key(name), "fp").await,
+                Ok(Begin::Proceed(_))
+            ));
+        }
+        assert!(store.begin("c", &key("c"), "fp").await.is_err());
+    }
+}
