@@ -252,3 +252,45 @@ async fn sends_beyond_the_in_flight_limit_are_shed_at_once() {
     assert!(second.headers().contains_key("retry-after"));
     problem(second, 503, "overloaded").await;
 }
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_within_the_timeout_because_nothing_was_sent() {
+    // Qikchat comes up on this port only after the relay's first attempts were refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let app = spawn_app_with(&[
+        ("QIKCHAT_BASE_URL", &url),
+        ("RELAY_UPSTREAM_TIMEOUT_MS", "5000"),
+    ])
+    .await;
+    let message = text_message();
+    let send = app.send(&message);
+    let late_qikchat = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is still free");
+        let qikchat = wiremock::MockServer::builder()
+            .listener(listener)
+            .start()
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(crate::helpers::qikchat_success("retried")),
+            )
+            .expect(1)
+            .mount(&qikchat)
+            .await;
+        qikchat
+    };
+
+    let (response, _qikchat) = tokio::join!(send, late_qikchat);
+
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["id"], "retried");
+}
