@@ -12,11 +12,13 @@
 //! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
 //! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
 //! - [`config`]: the typed configuration, read from the environment once.
+//! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod idempotency;
 pub mod message;
 pub mod qikchat;

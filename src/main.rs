@@ -1,21 +1,38 @@
 //! The `qikchat-relay` binary: read the configuration, start logging, serve until SIGTERM/SIGINT.
-//! `qikchat-relay openapi` prints the OpenAPI document (the committed `openapi.yaml`) instead.
+//! `qikchat-relay openapi` prints the OpenAPI document (the committed `openapi.yaml`) instead;
+//! `qikchat-relay healthcheck [PATH]` probes a running relay (the container's health check).
 
 use std::process::ExitCode;
 
-use qikchat_relay::{app, config::Config, routes::docs, telemetry};
+use qikchat_relay::{app, config::Config, healthcheck, routes::docs, telemetry};
 use tracing::{error, info};
 
 #[tokio::main]
 #[allow(
     clippy::print_stdout,
     clippy::print_stderr,
-    reason = "the OpenAPI document and the configuration error line are the binary's output"
+    reason = "the OpenAPI document and the one-line errors are the binary's output"
 )]
 async fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("openapi") {
-        print!("{}", docs::openapi_yaml());
-        return ExitCode::SUCCESS;
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("openapi") => {
+            print!("{}", docs::openapi_yaml());
+            return ExitCode::SUCCESS;
+        }
+        Some("healthcheck") => {
+            let listen_addr =
+                std::env::var("RELAY_LISTEN_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".to_owned());
+            let path = args.next().unwrap_or_else(|| "/healthz".to_owned());
+            return match healthcheck::check(&listen_addr, &path) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("qikchat-relay healthcheck: {why}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(config) => config,

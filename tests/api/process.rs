@@ -334,3 +334,30 @@ async fn the_drain_is_bounded_by_the_drain_timeout() {
             .any(|line| line.contains("drain timeout reached"))
     );
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_succeeds_on_a_serving_relay_and_fails_otherwise() {
+    let qikchat = MockServer::start().await;
+    let relay = start(&settings(&qikchat, &[])).await;
+    let addr = relay.url.trim_start_matches("http://").to_owned();
+    let probe = |addr: &str, path: &str| {
+        std::process::Command::new(BINARY)
+            .env_clear()
+            .env("RELAY_LISTEN_ADDR", addr)
+            .args(["healthcheck", path])
+            .output()
+            .expect("runs")
+    };
+
+    assert!(probe(&addr, "/healthz").status.success());
+    assert!(probe(&addr, "/readyz").status.success());
+    let not_found = probe(&addr, "/nope");
+    assert!(!not_found.status.success());
+    assert!(String::from_utf8_lossy(&not_found.stderr).contains("answered 404"));
+    drop(relay);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    assert!(!probe(&closed.to_string(), "/healthz").status.success());
+}
