@@ -572,3 +572,73 @@ fn template_components(
     }
     components
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KEY: &str = "qk_property_test_key_0123456789";
+
+    fn qikchat() -> Qikchat {
+        Qikchat::new(
+            Url::parse("http://127.0.0.1:9").expect("url"),
+            SecretString::from(KEY),
+            Duration::from_secs(1),
+        )
+        .expect("a client")
+    }
+
+    fn answer(status: u16, body: Vec<u8>) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            headers: HeaderMap::new(),
+            body: Bytes::from(body),
+        }
+    }
+
+    /// Bodies that look like Qikchat's, and bytes that do not.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<Vec<u8>>(),
+            (
+                any::<Option<bool>>(),
+                ".{0,20}",
+                prop::option::of("[A-Za-z0-9]{0,25}")
+            )
+                .prop_map(|(status, message, id)| {
+                    let mut json = serde_json::Map::new();
+                    if let Some(status) = status {
+                        json.insert("status".into(), status.into());
+                    }
+                    json.insert("message".into(), format!("{message} {KEY}").into());
+                    if let Some(id) = id {
+                        json.insert("data".into(), json!([{"id": id}]));
+                    }
+                    serde_json::to_vec(&json).unwrap_or_default()
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_send_answer_is_classified_without_panicking_or_leaking_the_key(status in 100u16..600, body in body()) {
+            match qikchat().parse_send_answer(&answer(status, body)) {
+                Ok(accepted) => {
+                    prop_assert!((200..300).contains(&status));
+                    prop_assert!(!accepted.id.is_empty());
+                }
+                Err(e) => prop_assert!(!e.to_string().contains(KEY), "{}", e),
+            }
+        }
+
+        #[test]
+        fn any_status_answer_is_classified_without_panicking(status in 100u16..600, body in body()) {
+            if let Ok(found) = qikchat().parse_status_answer("abc", &answer(status, body)) {
+                prop_assert!((200..300).contains(&status));
+                prop_assert!(!found.status.is_empty());
+            }
+        }
+    }
+}
