@@ -394,7 +394,12 @@ fn parse_contact(contact: &Obj<'_>, errors: &mut Errors) -> Option<Content> {
         name.string("formatted_name", limits::ANY, Need::Required, errors);
     }
     for list in ["phones", "emails", "addresses", "urls"] {
-        contact.array(list, Need::Optional, errors);
+        for entry in contact
+            .array(list, Need::Optional, errors)
+            .unwrap_or_default()
+        {
+            entry.as_object(errors);
+        }
     }
     contact.object("org", Need::Optional, errors);
     name?;
@@ -480,6 +485,9 @@ fn check_list(action: &Obj<'_>, errors: &mut Errors) {
         let Some(rows) = section.array("rows", Need::Required, errors) else {
             continue;
         };
+        if rows.is_empty() {
+            errors.add(section.path("rows"), "must hold at least one row");
+        }
         rows_in_all += rows.len();
         for item in &rows {
             let Some(row) = item.as_object(errors) else {
@@ -546,7 +554,12 @@ fn parse_template(template: &Obj<'_>, errors: &mut Errors) -> Option<Content> {
                 continue;
             };
             component.string("type", limits::ANY, Need::Required, errors);
-            component.array("parameters", Need::Optional, errors);
+            for parameter in component
+                .array("parameters", Need::Optional, errors)
+                .unwrap_or_default()
+            {
+                parameter.as_object(errors);
+            }
         }
         TemplateParameters::Raw(components.iter().map(|c| without_unset(c.value)).collect())
     } else {
@@ -1052,6 +1065,19 @@ mod tests {
         let body = json!({"to": "+918080808080", "type": "template", "template": {
             "name": "t", "language": "en", "nmae": null, "header": {"type": "text", "text": "Hi", "lnik": null}}});
         assert_eq!(fields(body), ["template.header.lnik", "template.nmae"]);
+    }
+
+    #[test]
+    fn every_list_section_holds_a_row_and_qikchat_objects_hold_objects() {
+        let body = json!({"to": "+918080808080", "type": "interactive", "interactive": {
+            "type": "list", "body": {"text": "Pick"}, "action": {"button": "Menu", "sections": [
+                {"title": "A", "rows": [{"id": "a", "title": "A"}]}, {"title": "B", "rows": []}]}}});
+        assert_eq!(fields(body), ["interactive.action.sections[1].rows"]);
+        let body = json!({"to": "+918080808080", "type": "contact", "contact": {"name": {"formatted_name": "S"}, "phones": ["+91"]}});
+        assert_eq!(fields(body), ["contact.phones[0]"]);
+        let body = json!({"to": "+918080808080", "type": "template", "template": {"name": "t", "language": "en",
+            "components": [{"type": "body", "parameters": [["x"]]}]}});
+        assert_eq!(fields(body), ["template.components[0].parameters[0]"]);
     }
 
     #[test]

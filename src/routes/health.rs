@@ -20,6 +20,7 @@ pub struct Health {
 }
 
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    security(()),
     summary = "Liveness: 200 while the process serves",
     responses((status = 200, description = "The process serves", body = Health)))]
 pub async fn healthz() -> Json<Health> {
@@ -29,6 +30,7 @@ pub async fn healthz() -> Json<Health> {
 }
 
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    security(()),
     summary = "Readiness: 200 when sends can be served; never calls Qikchat",
     responses(
         (status = 200, description = "Ready for sends", body = Health),
@@ -57,6 +59,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 }
 
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    security(()),
     summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -4,6 +4,7 @@
 pub mod docs;
 pub mod health;
 pub mod messages;
+pub mod schema;
 pub mod send;
 
 use axum::{
