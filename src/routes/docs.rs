@@ -14,7 +14,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
     app::AppState,
-    error::{FieldError, Problem},
+    error::{ApiError, FieldError, Problem},
     qikchat::MessageStatus,
     routes::{health, messages, send},
 };
@@ -29,7 +29,7 @@ use crate::{
     servers((url = "/", description = "This relay")),
     paths(send::send, messages::status, health::healthz, health::readyz, health::metrics),
     components(schemas(Problem, FieldError, send::SendResponse, MessageStatus, health::Health)),
-    modifiers(&Security, &SendExamples),
+    modifiers(&Security, &SendExamples, &ProblemExamples),
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
         (name = "operations", description = "Health, readiness and metrics for orchestrators"),
@@ -87,6 +87,67 @@ impl Modify for SendExamples {
                 .examples_from_iter([(format!("{:02}-{name}", index + 1), RefOr::T(example))]);
         }
         *content = builder.build();
+    }
+}
+
+/// Gives every problem+json response one example per error `code` that answers with its status,
+/// built from [`ApiError`] itself, so a 401 does not show a 422's body.
+struct ProblemExamples;
+
+impl Modify for ProblemExamples {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let samples = [
+            ApiError::Malformed(
+                "the body is not valid JSON: expected value at line 1 column 1".to_owned(),
+            ),
+            ApiError::Unauthorized,
+            ApiError::NotFound("no message with this id".to_owned()),
+            ApiError::PayloadTooLarge,
+            ApiError::Invalid(vec![FieldError::new(
+                "to",
+                "must start with + and the country code, e.g. +918080808080",
+            )]),
+            ApiError::RejectedByQikchat("invalid message payload".to_owned()),
+            ApiError::IdempotencyKeyReused,
+            ApiError::IdempotencyKeyInFlight,
+            ApiError::RateLimited { retry_after_s: 1 },
+            ApiError::Internal,
+            ApiError::UpstreamError,
+            ApiError::UpstreamUnavailable,
+            ApiError::Overloaded,
+            ApiError::UpstreamTimeout,
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [item.get.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                for (status, response) in &mut operation.responses.responses {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let Some(RefOr::T(content)) =
+                        response.content.get_mut(crate::error::PROBLEM_JSON)
+                    else {
+                        continue;
+                    };
+                    let examples = samples
+                        .iter()
+                        .filter(|e| e.status().as_str() == status)
+                        .map(|e| {
+                            let value = serde_json::to_value(
+                                e.problem("7c0e1f9a-3b2d-4c5e-8f6a-1b2c3d4e5f60"),
+                            )
+                            .ok();
+                            (
+                                e.code().to_owned(),
+                                RefOr::T(ExampleBuilder::new().value(value).build()),
+                            )
+                        });
+                    content.examples.extend(examples);
+                }
+            }
+        }
     }
 }
 

@@ -211,6 +211,10 @@ pub struct ContactName {
 /// holds at most 60 characters) and fields the relay does not know are passed on unchanged.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("button" = "#/components/schemas/InteractiveButtons"),
+    ("list" = "#/components/schemas/InteractiveList"),
+)))]
 pub enum Interactive {
     Buttons(InteractiveButtons),
     List(InteractiveList),
@@ -407,6 +411,12 @@ pub struct TemplateComponent {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("text" = "#/components/schemas/TextHeader"),
+    ("image" = "#/components/schemas/MediaHeader"),
+    ("video" = "#/components/schemas/MediaHeader"),
+    ("document" = "#/components/schemas/DocumentHeader"),
+)))]
 pub enum TemplateHeader {
     Text(TextHeader),
     Media(MediaHeader),
@@ -449,6 +459,10 @@ pub struct DocumentHeader {
 /// A button parameter, in the template's button order.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("url" = "#/components/schemas/UrlButton"),
+    ("quick_reply" = "#/components/schemas/QuickReplyButton"),
+)))]
 pub enum TemplateButton {
     Url(UrlButton),
     QuickReply(QuickReplyButton),

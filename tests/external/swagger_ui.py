@@ -1,0 +1,58 @@
+"""Swagger UI in a real browser: authorise with a caller token, "Try it out" on POST /send with the
+example the page shows, and expect 200 with a sandbox id. Saves a screenshot of the result.
+
+Usage: python swagger_ui.py <relay base URL> <caller token> <screenshot path>
+"""
+
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ready
+from selenium.webdriver.support.ui import WebDriverWait
+
+
+def main(base_url: str, token: str, screenshot: str) -> None:
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--window-size=1400,2200"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    wait = WebDriverWait(browser, 30)
+    try:
+        browser.get(f"{base_url}/docs/")
+        # The page renders after load: wait for the UI itself.
+        wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "button.authorize"))).click()
+        token_input = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, ".modal-ux input")))
+        token_input.send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, ".modal-ux button.authorize").click()
+        browser.find_element(By.CSS_SELECTOR, ".modal-ux button.btn-done").click()
+
+        operation = wait.until(ready.element_to_be_clickable((By.ID, "operations-messages-sendMessage")))
+        operation.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+        wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "#operations-messages-sendMessage button.try-out__btn"))).click()
+        body = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, "#operations-messages-sendMessage textarea.body-param__text")))
+        shown = body.get_attribute("value")
+        assert '"type": "text"' in shown, f"the first example is not the text one: {shown}"
+        browser.find_element(By.CSS_SELECTOR, "#operations-messages-sendMessage button.execute").click()
+
+        status = wait.until(ready.visibility_of_element_located(
+            (By.CSS_SELECTOR, "#operations-messages-sendMessage .live-responses-table .response .response-col_status")))
+        answer = browser.find_element(By.CSS_SELECTOR, "#operations-messages-sendMessage .live-responses-table .response-col_description pre").text
+        browser.execute_script("arguments[0].scrollIntoView()", status)
+        browser.save_screenshot(screenshot)
+        assert status.text.strip().startswith("200"), f"POST /send answered {status.text}: {answer}"
+        assert '"id": "sandbox-' in answer and '"status": "queued"' in answer, answer
+        print(f"swagger-ui: POST /send from the browser answered 200 {answer.split()[2]}; screenshot {screenshot}")
+    except Exception:
+        browser.save_screenshot(screenshot)
+        raise
+    finally:
+        browser.quit()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
