@@ -37,6 +37,7 @@ use crate::{
     config::Config,
     error::{self, ApiError},
     idempotency::{Idempotency, MemoryStore, Store},
+    preflight::Preflight,
     qikchat::{Qikchat, Upstream},
     routes, telemetry,
 };
@@ -58,6 +59,7 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
     pub idempotency: Arc<Idempotency>,
+    pub preflight: Arc<Preflight>,
 }
 
 impl AppState {
@@ -79,7 +81,15 @@ impl AppState {
             })?,
             None => Store::Memory(MemoryStore::new(config.idempotency_max_keys)),
         };
+        let preflight = Preflight::new(
+            config.media_preflight,
+            Duration::from_millis(config.media_preflight_timeout_ms),
+            config.media_preflight_allow_private,
+            Duration::from_secs(config.media_preflight_cache_s),
+        )
+        .map_err(std::io::Error::other)?;
         Ok(Self {
+            preflight: Arc::new(preflight),
             idempotency: Arc::new(Idempotency::new(
                 store,
                 config.idempotency_lease(),

@@ -33,6 +33,11 @@ pub struct Config {
     pub idempotency_lease_ms: u64,
     /// In-memory store only: at most this many keys (new ones are refused beyond it).
     pub idempotency_max_keys: usize,
+    pub media_preflight: crate::preflight::Mode,
+    pub media_preflight_timeout_ms: u64,
+    /// Lets the preflight fetch private addresses: for tests and internal CDNs only.
+    pub media_preflight_allow_private: bool,
+    pub media_preflight_cache_s: u64,
     /// A `tracing` filter directive such as `info` or `qikchat_relay=debug,info`.
     pub log_filter: String,
 }
@@ -115,6 +120,13 @@ struct Env {
     #[serde(default = "default_log_filter")]
     rust_log: String,
     relay_redis_url: Option<String>,
+    relay_media_preflight: Option<String>,
+    #[serde(default = "default_media_preflight_timeout_ms")]
+    relay_media_preflight_timeout_ms: u64,
+    #[serde(default)]
+    relay_media_preflight_allow_private: bool,
+    #[serde(default = "default_media_preflight_cache_s")]
+    relay_media_preflight_cache_s: u64,
     #[serde(default = "default_idempotency_ttl_s")]
     relay_idempotency_ttl_s: u64,
     relay_idempotency_lease_ms: Option<u64>,
@@ -124,6 +136,12 @@ struct Env {
 
 fn default_idempotency_ttl_s() -> u64 {
     86_400
+}
+fn default_media_preflight_timeout_ms() -> u64 {
+    3_000
+}
+fn default_media_preflight_cache_s() -> u64 {
+    300
 }
 fn default_idempotency_max_keys() -> usize {
     100_000
@@ -194,6 +212,11 @@ impl Config {
         let listen_addr: SocketAddr =
             parse_or("RELAY_LISTEN_ADDR", env.relay_listen_addr, "0.0.0.0:8080")?;
         let log_format: LogFormat = parse_or("RELAY_LOG_FORMAT", env.relay_log_format, "json")?;
+        let media_preflight = parse_or("RELAY_MEDIA_PREFLIGHT", env.relay_media_preflight, "warn")?;
+        positive(
+            "RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS",
+            env.relay_media_preflight_timeout_ms,
+        )?;
         if !matches!(qikchat_base_url.scheme(), "http" | "https") {
             return Err(ConfigError::new(
                 "QIKCHAT_BASE_URL",
@@ -248,6 +271,10 @@ impl Config {
             log_format,
             log_filter: env.rust_log,
             redis_url,
+            media_preflight,
+            media_preflight_timeout_ms: env.relay_media_preflight_timeout_ms,
+            media_preflight_allow_private: env.relay_media_preflight_allow_private,
+            media_preflight_cache_s: env.relay_media_preflight_cache_s,
             idempotency_ttl_s: env.relay_idempotency_ttl_s,
             idempotency_lease_ms,
             idempotency_max_keys: env.relay_idempotency_max_keys,
@@ -525,6 +552,7 @@ mod tests {
             ("RUST_LOG", "info,[[["),
             ("RELAY_REDIS_URL", "http://not-redis"),
             ("RELAY_IDEMPOTENCY_LEASE_MS", "100"),
+            ("RELAY_MEDIA_PREFLIGHT", "strict"),
         ] {
             let err = config(&[
                 ("QIKCHAT_API_KEY", KEY),

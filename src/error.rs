@@ -33,6 +33,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the request has invalid fields")]
     Invalid(Vec<FieldError>),
+    /// A media link failed its preflight check (`RELAY_MEDIA_PREFLIGHT=enforce`).
+    #[error("{}", .0.first().map_or("", |p| p.detail.as_str()))]
+    Media(Vec<crate::preflight::MediaProblem>),
     #[error("Qikchat refused the message: {0}")]
     RejectedByQikchat(String),
     #[error("rate limited")]
@@ -111,7 +114,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Invalid(_) | Self::RejectedByQikchat(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Invalid(_) | Self::RejectedByQikchat(_) | Self::Media(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable | Self::Draining | Self::Overloaded => {
@@ -134,6 +139,9 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Invalid(_) => "invalid_request",
+            Self::Media(problems) => problems
+                .first()
+                .map_or("media_unreachable", |p| p.code.as_str()),
             Self::RejectedByQikchat(_) => "rejected_by_qikchat",
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamError => "upstream_error",
@@ -171,6 +179,10 @@ impl ApiError {
             request_id: request_id.to_owned(),
             errors: match self {
                 Self::Invalid(errors) => errors.clone(),
+                Self::Media(problems) => problems
+                    .iter()
+                    .map(|p| FieldError::new(p.field.clone(), p.detail.clone()))
+                    .collect(),
                 _ => Vec::new(),
             },
         }

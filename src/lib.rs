@@ -9,6 +9,7 @@
 //! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
 //! - [`idempotency`]: `Idempotency-Key`, in memory or in Redis: a retry never sends twice.
 //! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
+//! - [`preflight`]: media links checked before sending (type, size, reachability), never an SSRF hole.
 //! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
 //! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
 //! - [`config`]: the typed configuration, read from the environment once.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod idempotency;
 pub mod message;
+pub mod preflight;
 pub mod qikchat;
 pub mod routes;
 pub mod telemetry;

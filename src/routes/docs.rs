@@ -108,6 +108,12 @@ impl Modify for ProblemExamples {
                 "must start with + and the country code, e.g. +918080808080",
             )]),
             ApiError::RejectedByQikchat("invalid message payload".to_owned()),
+            ApiError::Media(vec![crate::preflight::MediaProblem {
+                field: "link".to_owned(),
+                code: crate::preflight::MediaCode::MediaTypeNotSupported,
+                detail: "link answers text/html (a web page?); video accepts video/mp4, video/3gpp"
+                    .to_owned(),
+            }]),
             ApiError::IdempotencyKeyReused,
             ApiError::IdempotencyKeyInFlight,
             ApiError::RateLimited { retry_after_s: 1 },

@@ -22,6 +22,7 @@ use crate::{
     error::{ApiError, FieldError, Result},
     idempotency::{self, Answer, Begin, Claim, Key},
     message::Message,
+    preflight::{self, MediaProblem},
     qikchat,
     routes::JsonBody,
 };
@@ -35,6 +36,10 @@ pub struct SendResponse {
     /// Always `queued`: Qikchat accepted the message; delivery comes later.
     #[schema(examples("queued"))]
     pub status: String,
+    /// Media links that failed their preflight check (`RELAY_MEDIA_PREFLIGHT=warn`): the message
+    /// was sent, but Qikchat will probably fail to deliver it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<MediaProblem>,
 }
 
 #[utoipa::path(
@@ -55,7 +60,7 @@ pub struct SendResponse {
         (status = 401, description = "`unauthorized`: no or unknown bearer token", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) or `idempotency_key_reused` (the key was used for a different request; nothing was sent)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) `idempotency_key_reused` (the key was used for a different request; nothing was sent), or `media_unreachable`, `media_type_not_supported`, `media_too_large` (a media link failed its preflight check with RELAY_MEDIA_PREFLIGHT=enforce; `errors` names the field, `detail` says what was found and what is accepted; nothing was sent)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: Qikchat is rate limiting; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "`internal_error`: a bug in the relay", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -110,6 +115,12 @@ async fn deliver(
         })?),
     };
 
+    // Before anything is claimed or sent: a link that fails in enforce mode sends nothing.
+    let warnings = state.preflight.check(&message).await;
+    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
+        return Err(ApiError::Media(warnings));
+    }
+
     if state.is_draining() {
         return Err(ApiError::Draining);
     }
@@ -153,7 +164,8 @@ async fn deliver(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let task = send_and_record(state.clone(), message, claim, request_id).instrument(span.clone());
+    let task = send_and_record(state.clone(), message, warnings, claim, request_id)
+        .instrument(span.clone());
     let result = match tokio::spawn(task).await {
         Ok(result) => result,
         Err(e) => {
@@ -173,6 +185,7 @@ async fn deliver(
 async fn send_and_record(
     state: AppState,
     message: Message,
+    warnings: Vec<MediaProblem>,
     claim: Option<Claim>,
     request_id: String,
 ) -> Result<SendResponse> {
@@ -214,6 +227,7 @@ async fn send_and_record(
         .map(|accepted| SendResponse {
             id: accepted.id,
             status: "queued".to_owned(),
+            warnings,
         })
         .map_err(|e| (ApiError::from(&e), e));
 

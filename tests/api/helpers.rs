@@ -35,6 +35,8 @@ pub fn settings(qikchat: &MockServer, extra: &[(&str, &str)]) -> Vec<(String, St
             format!("billing:{TOKEN},alerts:{OTHER_TOKEN}"),
         ),
         ("RELAY_UPSTREAM_TIMEOUT_MS".into(), "2000".into()),
+        // Media links in tests point nowhere; tests/api/preflight.rs turns the check on.
+        ("RELAY_MEDIA_PREFLIGHT".into(), "off".into()),
     ];
     for (key, value) in extra {
         pairs.retain(|(k, _)| k != key);

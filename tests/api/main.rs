@@ -6,6 +6,7 @@ mod errors;
 mod helpers;
 mod idempotency;
 mod operations;
+mod preflight;
 mod process;
 mod send;
 mod status;
