@@ -198,7 +198,16 @@ impl App {
         self.state.draining.store(true, Ordering::Relaxed);
         let _ = stop.send(true);
 
-        match tokio::time::timeout(self.drain_timeout, &mut server).await {
+        // Connections close once their answers are out; a send whose caller hung up is still in
+        // flight after that, holding its permit. Both are waited for, within the drain timeout.
+        let in_flight = self.state.in_flight.clone();
+        let all_permits = self.state.max_in_flight as u32;
+        let drained = async {
+            let served = (&mut server).await;
+            let _all_back = in_flight.acquire_many(all_permits).await;
+            served
+        };
+        match tokio::time::timeout(self.drain_timeout, drained).await {
             Ok(result) => {
                 info!("drained; exiting");
                 result.map_err(std::io::Error::other)?

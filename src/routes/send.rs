@@ -13,6 +13,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, Span, error, warn};
 use utoipa::ToSchema;
 
@@ -139,10 +140,7 @@ async fn deliver(
                 .idempotency
                 .begin(&caller.name, &key, &idempotency::fingerprint(&normalised))
                 .await;
-            match begun.map_err(|e| {
-                warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
-                ApiError::StoreUnavailable
-            })? {
+            match begun.map_err(unprotected)? {
                 Begin::Proceed(claim) => Some(claim),
                 Begin::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
                 Begin::Reused => return Err(ApiError::IdempotencyKeyReused),
@@ -164,7 +162,7 @@ async fn deliver(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let task = send_and_record(state.clone(), message, warnings, claim, request_id)
+    let task = send_and_record(state.clone(), message, warnings, claim, request_id, permit)
         .instrument(span.clone());
     let result = match tokio::spawn(task).await {
         Ok(result) => result,
@@ -173,7 +171,6 @@ async fn deliver(
             Err(ApiError::Internal)
         }
     };
-    drop(permit);
     result.map(|accepted| Sent {
         response: Json(accepted).into_response(),
         outcome: "queued",
@@ -188,15 +185,17 @@ async fn send_and_record(
     warnings: Vec<MediaProblem>,
     claim: Option<Claim>,
     request_id: String,
+    // Held until the send is over, even if the caller has hung up: it counts towards
+    // RELAY_MAX_IN_FLIGHT, and shutdown waits for every permit to come back.
+    _permit: OwnedSemaphorePermit,
 ) -> Result<SendResponse> {
     let span = Span::current();
     let claim = match claim {
         Some(mut claim) => match state.idempotency.sending(&mut claim).await {
             Ok(()) => Some(claim),
             Err(e) => {
-                warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
                 state.idempotency.finish(claim, None).await;
-                return Err(ApiError::StoreUnavailable);
+                return Err(unprotected(e));
             }
         },
         None => None,
@@ -254,6 +253,12 @@ async fn send_and_record(
         state.idempotency.finish(claim, answer).await;
     }
     result.map_err(|(error, _)| error)
+}
+
+/// A send with a key is refused rather than sent without protection against duplicates.
+fn unprotected(e: idempotency::StoreError) -> ApiError {
+    warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
+    ApiError::StoreUnavailable
 }
 
 /// A stored answer, given again as it was, marked as a replay.

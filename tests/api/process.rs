@@ -361,3 +361,44 @@ async fn the_healthcheck_subcommand_succeeds_on_a_serving_relay_and_fails_otherw
         .expect("addr");
     assert!(!probe(&closed.to_string(), "/healthz").status.success());
 }
+
+#[tokio::test]
+async fn a_send_whose_caller_hung_up_still_finishes_before_the_process_exits() {
+    let qikchat = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(qikchat_success("abandoned"))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .expect(1)
+        .mount(&qikchat)
+        .await;
+    let mut relay = start(&settings(
+        &qikchat,
+        &[("RELAY_UPSTREAM_TIMEOUT_MS", "5000")],
+    ))
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let gave_up = impatient
+        .post(format!("{}/send", relay.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({"to": RECIPIENT, "type": "text", "text": "hello"}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the caller hung up");
+
+    let signalled = std::time::Instant::now();
+    relay.terminate();
+
+    assert_eq!(relay.exit_code(Duration::from_secs(10)).await, 0);
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "exited after {waited:?}, before the send was over"
+    );
+}
