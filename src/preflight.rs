@@ -227,6 +227,11 @@ impl Preflight {
             latency_ms = started.elapsed().as_secs_f64() * 1e3,
             "media preflight"
         );
+        // An unreachable link may answer a moment later (a timeout, a restart, a fixed URL):
+        // only verdicts about the file itself are kept.
+        if matches!(result, Err((MediaCode::MediaUnreachable, _))) {
+            return result;
+        }
         let mut cache = self.lock();
         if cache.len() >= MAX_CACHED {
             let now = Instant::now();

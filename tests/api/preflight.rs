@@ -374,3 +374,28 @@ async fn a_checked_link_is_cached_for_the_next_send() {
         assert_eq!(response.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_link_is_checked_again_on_the_next_send() {
+    let app = relay("enforce").await;
+    app.qikchat_accepts("recovered", 1).await;
+    let media = MockServer::start().await;
+    Mock::given(method("HEAD"))
+        .and(path("/flaky.png"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&media)
+        .await;
+    serves(&media, "/flaky.png", &[("content-type", "image/png")]).await;
+    let link = format!("{}/flaky.png", media.uri());
+
+    problem(
+        app.send(&media_message("image", &link)).await,
+        422,
+        "media_unreachable",
+    )
+    .await;
+    let retried = app.send(&media_message("image", &link)).await;
+
+    assert_eq!(retried.status(), 200, "the failure was not cached");
+}
