@@ -43,6 +43,8 @@ pub enum Upstream {
 pub struct Qikchat {
     http: reqwest::Client,
     base_url: Url,
+    /// `base_url` joined with `v1/messages` once, not per send.
+    send_url: Option<Box<Url>>,
     /// The key as a ready, sensitive header value (printed as `Sensitive` by `Debug`).
     key: HeaderValue,
     /// Kept to scrub the key from any Qikchat text passed on to callers.
@@ -188,6 +190,7 @@ impl Qikchat {
         key_header.set_sensitive(true);
         Ok(Self {
             http,
+            send_url: base_url.join("v1/messages").ok().map(Box::new),
             base_url,
             key: key_header,
             key_text: key,
@@ -196,7 +199,10 @@ impl Qikchat {
     }
 
     async fn send(&self, message: &Message) -> Result<Accepted, Error> {
-        let url = self.url("v1/messages")?;
+        let url = match &self.send_url {
+            Some(url) => Url::clone(url),
+            None => self.url("v1/messages")?,
+        };
         let body = Bytes::from(serde_json::to_vec(&send_body(message)).unwrap_or_default());
         let span = info_span!("qikchat.send", r#type = %message.content.message_type(), http_status = tracing::field::Empty);
         let answer = self
@@ -288,6 +294,32 @@ impl Qikchat {
 
     /// Success is HTTP 2xx with `status` not `false` and an id at `data[0].id`.
     fn parse_send_answer(&self, answer: &Answer) -> Result<Accepted, Error> {
+        // Fast path for the usual success document: no serde_json::Value built; anything else
+        // falls through to the full classification below.
+        if answer.status.is_success() {
+            #[derive(serde::Deserialize)]
+            struct Sent<'a> {
+                #[serde(default)]
+                status: Option<bool>,
+                #[serde(borrow)]
+                data: Vec<SentId<'a>>,
+            }
+            #[derive(serde::Deserialize)]
+            struct SentId<'a> {
+                #[serde(borrow)]
+                id: std::borrow::Cow<'a, str>,
+            }
+            if let Ok(sent) = serde_json::from_slice::<Sent<'_>>(&answer.body) {
+                if sent.status != Some(false) {
+                    if let Some(first) = sent.data.first().filter(|d| !d.id.is_empty()) {
+                        return Ok(Accepted {
+                            id: first.id.clone().into_owned(),
+                            http_status: Some(answer.status.as_u16()),
+                        });
+                    }
+                }
+            }
+        }
         let json = self.classify(answer)?;
         let json = json.ok_or_else(|| Error::Failed {
             status: Some(answer.status.as_u16()),
