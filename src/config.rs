@@ -40,6 +40,21 @@ pub struct Config {
     pub media_preflight_cache_s: u64,
     /// A `tracing` filter directive such as `info` or `qikchat_relay=debug,info`.
     pub log_filter: String,
+    pub traces: Traces,
+}
+
+/// Whether spans are exported. The OpenTelemetry SDK reads the other `OTEL_*` variables itself
+/// (headers, timeout, sampler, batching, resource attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traces {
+    Off,
+    /// OTLP over HTTP with protobuf, to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`.
+    Otlp {
+        /// Neither `OTEL_SERVICE_NAME` nor a `service.name` resource attribute is set: the relay
+        /// names itself `qikchat-relay`.
+        default_service_name: bool,
+    },
 }
 
 /// One caller from `RELAY_CLIENTS`: its name and the SHA-256 of its token (the token itself is not
@@ -132,6 +147,15 @@ struct Env {
     relay_idempotency_lease_ms: Option<u64>,
     #[serde(default = "default_idempotency_max_keys")]
     relay_idempotency_max_keys: usize,
+    // The OpenTelemetry variables the relay itself looks at (the SDK reads the rest).
+    otel_sdk_disabled: Option<String>,
+    otel_traces_exporter: Option<String>,
+    otel_exporter_otlp_endpoint: Option<String>,
+    otel_exporter_otlp_traces_endpoint: Option<String>,
+    otel_exporter_otlp_protocol: Option<String>,
+    otel_exporter_otlp_traces_protocol: Option<String>,
+    otel_service_name: Option<String>,
+    otel_resource_attributes: Option<String>,
 }
 
 fn default_idempotency_ttl_s() -> u64 {
@@ -163,6 +187,70 @@ fn default_log_filter() -> String {
     "info".to_owned()
 }
 
+/// Traces are exported when an OTLP endpoint is set, unless the SDK or the traces exporter is
+/// turned off by the standard variables. What the relay cannot do is refused at start.
+fn traces(env: &Env) -> Result<Traces, ConfigError> {
+    fn set(value: &Option<String>) -> Option<&str> {
+        value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    }
+    let endpoints = [
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            set(&env.otel_exporter_otlp_traces_endpoint),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            set(&env.otel_exporter_otlp_endpoint),
+        ),
+    ];
+    let disabled = set(&env.otel_sdk_disabled).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let exporter = set(&env.otel_traces_exporter).unwrap_or("otlp");
+    if disabled || exporter == "none" || endpoints.iter().all(|(_, v)| v.is_none()) {
+        return Ok(Traces::Off);
+    }
+    if exporter != "otlp" {
+        return Err(ConfigError::new(
+            "OTEL_TRACES_EXPORTER",
+            "must be otlp or none",
+        ));
+    }
+    for (variable, endpoint) in endpoints {
+        if let Some(endpoint) = endpoint {
+            let url =
+                Url::parse(endpoint).map_err(|_| ConfigError::new(variable, "is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::new(variable, "must be an http or https URL"));
+            }
+        }
+    }
+    for (variable, protocol) in [
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            set(&env.otel_exporter_otlp_traces_protocol),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            set(&env.otel_exporter_otlp_protocol),
+        ),
+    ] {
+        if protocol.is_some_and(|p| p != "http/protobuf") {
+            return Err(ConfigError::new(
+                variable,
+                "must be http/protobuf: the relay exports OTLP over HTTP (port 4318), not gRPC",
+            ));
+        }
+    }
+    let named = set(&env.otel_service_name).is_some()
+        || set(&env.otel_resource_attributes).is_some_and(|attributes| {
+            attributes
+                .split(',')
+                .any(|pair| pair.trim_start().starts_with("service.name="))
+        });
+    Ok(Traces::Otlp {
+        default_service_name: !named,
+    })
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -181,10 +269,14 @@ impl Config {
             .map(|(k, v)| (k.into(), v.into()))
             // Only our own variables reach envy, so an unrelated variable can never fail the parse.
             .filter(|(k, _)| {
-                k.starts_with("QIKCHAT_") || k.starts_with("RELAY_") || k == "RUST_LOG"
+                k.starts_with("QIKCHAT_")
+                    || k.starts_with("RELAY_")
+                    || k.starts_with("OTEL_")
+                    || k == "RUST_LOG"
             });
         let env: Env = envy::from_iter(pairs).map_err(envy_error)?;
 
+        let traces = traces(&env)?;
         let qikchat_api_key = read_key(env.qikchat_api_key, env.qikchat_api_key_file)?;
         if qikchat_api_key.is_none() && !env.relay_sandbox {
             return Err(ConfigError::new(
@@ -278,6 +370,7 @@ impl Config {
             idempotency_ttl_s: env.relay_idempotency_ttl_s,
             idempotency_lease_ms,
             idempotency_max_keys: env.relay_idempotency_max_keys,
+            traces,
         })
     }
 
@@ -443,6 +536,90 @@ mod tests {
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn traces_are_exported_only_when_an_otlp_endpoint_is_set_and_nothing_turns_them_off() {
+        let base = [
+            ("QIKCHAT_API_KEY", KEY),
+            ("RELAY_CLIENTS", "billing:tok_SENTINEL_0123456789abcdef"),
+        ];
+        let traces =
+            |extra: &[(&str, &str)]| config(&[&base[..], extra].concat()).map(|c| c.traces);
+        assert_eq!(traces(&[]).ok(), Some(Traces::Off));
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+        assert_eq!(
+            traces(&[endpoint]).ok(),
+            Some(Traces::Otlp {
+                default_service_name: true
+            })
+        );
+        assert_eq!(
+            traces(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector/v1/traces"
+            )])
+            .ok(),
+            Some(Traces::Otlp {
+                default_service_name: true
+            })
+        );
+        assert_eq!(
+            traces(&[endpoint, ("OTEL_SERVICE_NAME", "relay-eu")]).ok(),
+            Some(Traces::Otlp {
+                default_service_name: false
+            })
+        );
+        assert_eq!(
+            traces(&[
+                endpoint,
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "team=chat, service.name=relay-eu"
+                )
+            ])
+            .ok(),
+            Some(Traces::Otlp {
+                default_service_name: false
+            })
+        );
+        assert_eq!(
+            traces(&[endpoint, ("OTEL_SDK_DISABLED", "TRUE")]).ok(),
+            Some(Traces::Off)
+        );
+        assert_eq!(
+            traces(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]).ok(),
+            Some(Traces::Off)
+        );
+        for (bad, variable) in [
+            (("OTEL_TRACES_EXPORTER", "zipkin"), "OTEL_TRACES_EXPORTER"),
+            (
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            ),
+            (
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+        ] {
+            let pairs = [
+                &base[..],
+                &[
+                    (
+                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "http://c:4318/v1/traces",
+                    ),
+                    bad,
+                ][..],
+            ]
+            .concat();
+            let error = config(&pairs).expect_err("refused");
+            assert_eq!(error.variable, variable, "{error}");
+        }
     }
 
     #[test]

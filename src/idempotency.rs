@@ -33,6 +33,11 @@ impl Key {
         let valid = (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic());
         valid.then(|| Self(String::from_utf8_lossy(bytes).into_owned()))
     }
+
+    /// The key's SHA-256 in hex: how logs name a key without holding it.
+    pub fn sha256(&self) -> String {
+        hex(&Sha256::digest(self.0.as_bytes()))
+    }
 }
 
 /// An answer as it was given, to be given again.

@@ -4,7 +4,8 @@
 //!
 //! Layout, in the order a request meets it:
 //! - [`app`]: the router, the middleware stack (its order explained there), start and shutdown.
-//! - [`telemetry`]: logs (one JSON line per request), metrics.
+//! - [`telemetry`]: logs (one JSON line per request), metrics, OpenTelemetry traces.
+//! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
 //! - [`auth`]: the [`auth::Caller`] extractor (bearer token to caller name).
 //! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
 //! - [`idempotency`]: `Idempotency-Key`, in memory or in Redis: a retry never sends twice.
@@ -16,6 +17,7 @@
 //! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

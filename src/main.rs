@@ -46,7 +46,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logs(&config);
+    let telemetry = match telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("qikchat-relay: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = serve(config).await;
+    telemetry.shutdown().await;
+    code
+}
+
+async fn serve(config: Config) -> ExitCode {
     let (sandbox, callers) = (config.sandbox, config.callers.len());
     let app = match app::App::build(config).await {
         Ok(app) => app,

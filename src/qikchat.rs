@@ -119,6 +119,19 @@ impl Error {
             Self::Unreachable(_) | Self::Timeout(_) | Self::NotFound => None,
         }
     }
+
+    /// A short, bounded name for metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Timeout(_) => "timeout",
+            Self::KeyRefused { .. } => "key_refused",
+            Self::Rejected { .. } => "rejected",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Failed { .. } => "failed",
+            Self::NotFound => "not_found",
+        }
+    }
 }
 
 impl From<&Error> for ApiError {
@@ -145,7 +158,12 @@ impl From<Error> for ApiError {
 impl Upstream {
     pub async fn send(&self, message: &Message) -> Result<Accepted, Error> {
         match self {
-            Self::Live(qikchat) => qikchat.send(message).await,
+            Self::Live(qikchat) => {
+                let started = Instant::now();
+                let result = qikchat.send(message).await;
+                observe_call("send", result.as_ref().map(|a| a.http_status), started);
+                result
+            }
             Self::Sandbox => Ok(Accepted {
                 id: format!("sandbox-{}", uuid::Uuid::new_v4().simple()),
                 http_status: None,
@@ -155,7 +173,12 @@ impl Upstream {
 
     pub async fn status(&self, id: &str) -> Result<MessageStatus, Error> {
         match self {
-            Self::Live(qikchat) => qikchat.status(id).await,
+            Self::Live(qikchat) => {
+                let started = Instant::now();
+                let result = qikchat.status(id).await;
+                observe_call("status", result.as_ref().map(|_| Some(200)), started);
+                result
+            }
             // The sandbox keeps nothing: an id it could have made was queued, as the send said.
             Self::Sandbox if id.starts_with("sandbox-") => Ok(MessageStatus {
                 id: id.to_owned(),
@@ -169,6 +192,25 @@ impl Upstream {
             Self::Sandbox => Err(Error::NotFound),
         }
     }
+}
+
+/// Counts a call to Qikchat in `relay_qikchat_request_duration_seconds`, by operation, outcome
+/// and Qikchat's HTTP status (`none` when it did not answer).
+fn observe_call(operation: &'static str, result: Result<Option<u16>, &Error>, started: Instant) {
+    let (outcome, status) = match result {
+        Ok(status) => (
+            if operation == "send" {
+                "accepted"
+            } else {
+                "found"
+            },
+            status,
+        ),
+        Err(e) => (e.outcome(), e.http_status()),
+    };
+    let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
+    metrics::histogram!("relay_qikchat_request_duration_seconds", "operation" => operation, "outcome" => outcome, "status" => status)
+        .record(started.elapsed().as_secs_f64());
 }
 
 impl Qikchat {
@@ -204,7 +246,12 @@ impl Qikchat {
             None => self.url("v1/messages")?,
         };
         let body = Bytes::from(serde_json::to_vec(&send_body(message)).unwrap_or_default());
-        let span = info_span!("qikchat.send", r#type = %message.content.message_type(), http_status = tracing::field::Empty);
+        // A child of the request span, whose fields (type, to, ...) every line here also carries.
+        let span = info_span!(
+            "qikchat.send",
+            otel.kind = "client",
+            http_status = tracing::field::Empty
+        );
         let answer = self
             .call(|| {
                 self.http
@@ -221,7 +268,11 @@ impl Qikchat {
     async fn status(&self, id: &str) -> Result<MessageStatus, Error> {
         let mut url = self.url("v1/messages")?;
         url.query_pairs_mut().append_pair("msgid", id);
-        let span = info_span!("qikchat.status", http_status = tracing::field::Empty);
+        let span = info_span!(
+            "qikchat.status",
+            otel.kind = "client",
+            http_status = tracing::field::Empty
+        );
         let answer = self
             .call(|| self.http.get(url.clone()))
             .instrument(span.clone())

@@ -65,6 +65,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let in_flight = state.max_in_flight - state.in_flight.available_permits();
     metrics::gauge!("relay_sends_in_flight").set(in_flight as f64);
+    metrics::gauge!("relay_sends_in_flight_limit").set(state.max_in_flight as f64);
     state.metrics.run_upkeep();
     (
         [(

@@ -5,6 +5,8 @@
 //! `message.rs` enforces it. Tests send every documented example through the parser, and
 //! schemathesis (tests/external) checks that the two agree both ways.
 
+use std::time::Instant;
+
 use axum::{
     Json,
     extract::State,
@@ -14,11 +16,13 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
+
 use tracing::{Instrument, Span, error, warn};
 use utoipa::ToSchema;
 
 use crate::{
     app::{AppState, REQUEST_ID},
+    audit::SendAttempt,
     auth::Caller,
     error::{ApiError, FieldError, Result},
     idempotency::{self, Answer, Begin, Claim, Key},
@@ -78,15 +82,41 @@ pub async fn send(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
+    let started = Instant::now();
     let span = Span::current();
-    let result = deliver(&state, &caller, &headers, &body, &span).await;
+    let request_id = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut attempt = SendAttempt::default();
+    let result = deliver(
+        &state,
+        &caller,
+        &headers,
+        &body,
+        &request_id,
+        &span,
+        &mut attempt,
+    )
+    .await;
     let outcome = match &result {
         Ok(sent) => sent.outcome,
         Err(e) => e.code(),
     };
     span.record("outcome", outcome);
+    let shed = match &result {
+        Err(ApiError::Overloaded) => Some("overloaded"),
+        Err(ApiError::Draining) => Some("draining"),
+        Err(ApiError::RateLimited { .. }) => Some("rate_limited"),
+        _ => None,
+    };
+    if let Some(reason) = shed {
+        metrics::counter!("relay_rejections_total", "reason" => reason).increment(1);
+    }
     metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => type_label(&body), "outcome" => outcome)
         .increment(1);
+    attempt.record(&caller.name, &request_id, outcome, started.elapsed());
     result.map(|sent| sent.response)
 }
 
@@ -101,11 +131,17 @@ async fn deliver(
     caller: &Caller,
     headers: &HeaderMap,
     body: &Value,
+    request_id: &str,
     span: &Span,
+    attempt: &mut SendAttempt,
 ) -> Result<Sent> {
     let message = Message::parse(body).map_err(ApiError::Invalid)?;
-    span.record("type", message.content.message_type().as_str());
-    span.record("to", message.to.masked());
+    let message_type = message.content.message_type().as_str();
+    let to = message.to.masked();
+    span.record("type", message_type);
+    span.record("to", to.as_str());
+    attempt.message_type = Some(message_type);
+    attempt.to = Some(to);
     let key = match headers.get(idempotency::HEADER) {
         None => None,
         Some(value) => Some(Key::parse(value).ok_or_else(|| {
@@ -115,6 +151,7 @@ async fn deliver(
             )])
         })?),
     };
+    attempt.idempotency_key_sha256 = key.as_ref().map(Key::sha256);
 
     // Before anything is claimed or sent: a link that fails in enforce mode sends nothing.
     let warnings = state.preflight.check(&message).await;
@@ -140,12 +177,26 @@ async fn deliver(
                 .idempotency
                 .begin(&caller.name, &key, &idempotency::fingerprint(&normalised))
                 .await;
-            match begun.map_err(unprotected)? {
+            let begun = begun.map_err(unprotected)?;
+            let result = match &begun {
+                Begin::Proceed(_) => None,
+                Begin::Replay(_) => Some("replayed"),
+                Begin::InFlight => Some("in_flight"),
+                Begin::Reused => Some("reused"),
+                Begin::OutcomeUnknown => Some("outcome_unknown"),
+            };
+            if let Some(result) = result {
+                metrics::counter!("relay_idempotency_total", "result" => result).increment(1);
+            }
+            match begun {
                 Begin::Proceed(claim) => Some(claim),
                 Begin::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
                 Begin::Reused => return Err(ApiError::IdempotencyKeyReused),
                 Begin::OutcomeUnknown => return Err(ApiError::OutcomeUnknown),
                 Begin::Replay(answer) => {
+                    attempt.qikchat_id = serde_json::from_str::<SendResponse>(&answer.body)
+                        .ok()
+                        .map(|sent| sent.id);
                     return Ok(Sent {
                         response: replay(answer),
                         outcome: "replayed",
@@ -157,20 +208,26 @@ async fn deliver(
 
     // The send runs in its own task: a caller that hangs up must not cut it off half-way, nor
     // leave its key without an answer.
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let task = send_and_record(state.clone(), message, warnings, claim, request_id, permit)
-        .instrument(span.clone());
+    let task = send_and_record(
+        state.clone(),
+        message,
+        warnings,
+        claim,
+        request_id.to_owned(),
+        permit,
+    )
+    .instrument(span.clone());
     let result = match tokio::spawn(task).await {
-        Ok(result) => result,
+        Ok((result, qikchat_status)) => {
+            attempt.qikchat_status = qikchat_status;
+            result
+        }
         Err(e) => {
             error!(error = %e, "the send task failed");
             Err(ApiError::Internal)
         }
     };
+    attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
     result.map(|accepted| Sent {
         response: Json(accepted).into_response(),
         outcome: "queued",
@@ -178,7 +235,8 @@ async fn deliver(
 }
 
 /// Marks the key as sending, calls Qikchat, and stores the answer under the key when the message
-/// may have gone out (success, refusal, failure, timeout); otherwise frees the key.
+/// may have gone out (success, refusal, failure, timeout); otherwise frees the key. Returns the
+/// answer and Qikchat's HTTP status, when it answered.
 async fn send_and_record(
     state: AppState,
     message: Message,
@@ -188,20 +246,24 @@ async fn send_and_record(
     // Held until the send is over, even if the caller has hung up: it counts towards
     // RELAY_MAX_IN_FLIGHT, and shutdown waits for every permit to come back.
     _permit: OwnedSemaphorePermit,
-) -> Result<SendResponse> {
+) -> (Result<SendResponse>, Option<u16>) {
     let span = Span::current();
     let claim = match claim {
         Some(mut claim) => match state.idempotency.sending(&mut claim).await {
             Ok(()) => Some(claim),
             Err(e) => {
                 state.idempotency.finish(claim, None).await;
-                return Err(unprotected(e));
+                return (Err(unprotected(e)), None);
             }
         },
         None => None,
     };
 
     let result = state.upstream.send(&message).await;
+    let qikchat_status = match &result {
+        Ok(accepted) => accepted.http_status,
+        Err(e) => e.http_status(),
+    };
 
     match &result {
         Ok(accepted) => {
@@ -252,7 +314,7 @@ async fn send_and_record(
         };
         state.idempotency.finish(claim, answer).await;
     }
-    result.map_err(|(error, _)| error)
+    (result.map_err(|(error, _)| error), qikchat_status)
 }
 
 /// A send with a key is refused rather than sent without protection against duplicates.

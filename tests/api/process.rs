@@ -19,16 +19,16 @@ use wiremock::{
 
 use crate::helpers::{KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_success, settings};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");
 
 /// A running relay process and every line it has written so far (stdout and stderr).
-struct Relay {
-    child: Child,
-    url: String,
+pub struct Relay {
+    pub child: Child,
+    pub url: String,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-fn command(env: &[(String, String)]) -> Command {
+pub fn command(env: &[(String, String)]) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -40,7 +40,7 @@ fn command(env: &[(String, String)]) -> Command {
     command
 }
 
-async fn start(env: &[(String, String)]) -> Relay {
+pub async fn start(env: &[(String, String)]) -> Relay {
     let mut child = command(env).spawn().expect("the binary starts");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
@@ -76,7 +76,7 @@ async fn start(env: &[(String, String)]) -> Relay {
 }
 
 impl Relay {
-    fn terminate(&self) {
+    pub fn terminate(&self) {
         let pid = self.child.id().expect("running").to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -85,7 +85,7 @@ impl Relay {
         assert!(status.success());
     }
 
-    async fn exit_code(&mut self, within: Duration) -> i32 {
+    pub async fn exit_code(&mut self, within: Duration) -> i32 {
         let status = tokio::time::timeout(within, self.child.wait())
             .await
             .expect("the relay exits in time")
@@ -93,8 +93,21 @@ impl Relay {
         status.code().expect("an exit code, not a signal")
     }
 
-    fn output(&self) -> Vec<String> {
+    pub fn output(&self) -> Vec<String> {
         self.lines.lock().expect("lock").clone()
+    }
+
+    /// The output once `done` holds for it (lines are read as the process writes them), or after
+    /// 5 s, whichever comes first.
+    pub async fn output_once(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        for _ in 0..250 {
+            let output = self.output();
+            if done(&output) {
+                return output;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.output()
     }
 }
 
