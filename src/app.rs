@@ -33,12 +33,12 @@ use tower_http::{
 use tracing::{info, warn};
 
 use crate::{
-    auth::Callers,
     config::Config,
     error::{self, ApiError},
     idempotency::{Idempotency, MemoryStore, Store},
+    limits::Limiter,
+    policy::Live,
     preflight::Preflight,
-    qikchat::{Qikchat, Upstream},
     routes, telemetry,
 };
 
@@ -50,8 +50,10 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub callers: Arc<Callers>,
-    pub upstream: Arc<Upstream>,
+    /// Callers, their rules and the Qikchat accounts; reloaded when their files change.
+    pub policy: Arc<Live>,
+    /// Callers' rates and quotas, accounts' pacing: in memory, or in Redis shared by replicas.
+    pub limiter: Arc<Limiter>,
     /// One permit per send in flight to Qikchat (`RELAY_MAX_IN_FLIGHT`).
     pub in_flight: Arc<Semaphore>,
     pub max_in_flight: usize,
@@ -64,22 +66,18 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config) -> std::io::Result<Self> {
-        let upstream = match (&config.qikchat_api_key, config.sandbox) {
-            (Some(key), false) => Upstream::Live(
-                Qikchat::new(
-                    config.qikchat_base_url.clone(),
-                    key.clone(),
-                    config.upstream_timeout(),
-                )
-                .map_err(std::io::Error::other)?,
+        let policy = Live::start(config.policy.clone(), config.upstream_timeout())
+            .map_err(std::io::Error::other)?;
+        let no_client = |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client");
+        let (store, limiter) = match &config.redis_url {
+            Some(url) => (
+                Store::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
+                Limiter::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
             ),
-            _ => Upstream::Sandbox,
-        };
-        let store = match &config.redis_url {
-            Some(url) => Store::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(|_| {
-                std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client")
-            })?,
-            None => Store::Memory(MemoryStore::new(config.idempotency_max_keys)),
+            None => (
+                Store::Memory(MemoryStore::new(config.idempotency_max_keys)),
+                Limiter::memory(),
+            ),
         };
         let preflight = Preflight::new(
             config.media_preflight,
@@ -95,8 +93,8 @@ impl AppState {
                 config.idempotency_lease(),
                 config.idempotency_ttl(),
             )),
-            callers: Arc::new(Callers::new(&config.callers, config.allow_anonymous)),
-            upstream: Arc::new(upstream),
+            policy: Arc::new(policy),
+            limiter: Arc::new(limiter),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
             draining: Arc::new(AtomicBool::new(false)),
@@ -158,6 +156,10 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> std::io::Result<Self> {
         let state = AppState::new(&config)?;
+        state
+            .policy
+            .clone()
+            .watch(Duration::from_millis(config.reload_interval_ms));
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self {
             router: router(state.clone(), config.max_body_bytes),
@@ -165,6 +167,11 @@ impl App {
             state,
             drain_timeout: config.drain_timeout(),
         })
+    }
+
+    /// The policy in force: callers and accounts.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.state.policy.current()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

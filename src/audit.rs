@@ -20,6 +20,8 @@ pub struct SendAttempt {
     pub idempotency_key_sha256: Option<String>,
     pub qikchat_id: Option<String>,
     pub qikchat_status: Option<u16>,
+    /// The caller's rate limit or quota as it stands, for the `RateLimit-*` headers (not logged).
+    pub rate_limit: Option<crate::policy::limits::RateLimitHeaders>,
 }
 
 impl SendAttempt {

@@ -12,65 +12,62 @@ use axum::{
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{app::AppState, config::CallerToken, error::ApiError};
+use crate::{
+    app::AppState,
+    error::ApiError,
+    policy::{Account, Policy, Rules},
+};
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authenticated caller of a request, with the policy in force when the request arrived: a
+/// reload in the middle of a send changes nothing for it.
+#[derive(Clone)]
 pub struct Caller {
     pub name: Arc<str>,
+    pub rules: Arc<Rules>,
+    pub policy: Arc<Policy>,
+}
+
+impl Caller {
+    /// The Qikchat account this caller sends through.
+    pub fn account(&self) -> Result<Arc<Account>, ApiError> {
+        self.policy.account(&self.rules)
+    }
 }
 
 /// The name logged for requests in `RELAY_ALLOW_ANONYMOUS` mode that carry no token.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Who may call the relay.
-#[derive(Debug)]
-pub struct Callers {
-    tokens: Vec<(Arc<str>, [u8; 32])>,
-    allow_anonymous: bool,
-}
-
-impl Callers {
-    pub fn new(tokens: &[CallerToken], allow_anonymous: bool) -> Self {
-        Self {
-            tokens: tokens
-                .iter()
-                .map(|c| (Arc::from(c.name.as_str()), c.token_sha256))
-                .collect(),
-            allow_anonymous,
+/// Without a token, a caller is anonymous if that is allowed; with one, it must be known.
+pub fn authenticate(policy: Arc<Policy>, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(header) = headers.get(AUTHORIZATION) else {
+        let rules = policy.anonymous.clone().ok_or(ApiError::Unauthorized)?;
+        return Ok(Caller {
+            name: rules.name.clone(),
+            rules,
+            policy,
+        });
+    };
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::Unauthorized)?;
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    // Every caller is compared, whatever matched, so timing says nothing about which one did.
+    let mut found = None;
+    for (expected, rules) in &policy.callers {
+        if bool::from(expected.ct_eq(&presented)) {
+            found = Some(rules.clone());
         }
     }
-
-    /// Without a token, a caller is anonymous if that is allowed; with one, it must be known.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let Some(header) = headers.get(AUTHORIZATION) else {
-            return if self.allow_anonymous {
-                Ok(Caller {
-                    name: Arc::from(ANONYMOUS),
-                })
-            } else {
-                Err(ApiError::Unauthorized)
-            };
-        };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or(ApiError::Unauthorized)?;
-        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // Every caller is compared, whatever matched, so timing says nothing about which one did.
-        let mut found = None;
-        for (name, expected) in &self.tokens {
-            if bool::from(expected.ct_eq(&presented)) {
-                found = Some(name);
-            }
-        }
-        found
-            .map(|name| Caller { name: name.clone() })
-            .ok_or(ApiError::Unauthorized)
-    }
+    let rules = found.ok_or(ApiError::Unauthorized)?;
+    Ok(Caller {
+        name: rules.name.clone(),
+        rules,
+        policy,
+    })
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -80,7 +77,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = state.callers.authenticate(&parts.headers)?;
+        let caller = authenticate(state.policy.current(), &parts.headers)?;
         tracing::Span::current().record("caller", &*caller.name);
         Ok(caller)
     }
@@ -92,18 +89,39 @@ mod tests {
 
     use super::*;
 
+    struct Callers(Arc<Policy>);
+
+    impl Callers {
+        fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+            authenticate(self.0.clone(), headers)
+        }
+    }
+
     fn callers(anonymous: bool) -> Callers {
-        let token = |name: &str, token: &str| CallerToken {
-            name: name.to_owned(),
-            token_sha256: Sha256::digest(token.as_bytes()).into(),
+        let rules = |name: &str, token: &str| {
+            let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            crate::policy::CallerToken {
+                name: name.to_owned(),
+                token_sha256: hash,
+            }
         };
-        Callers::new(
-            &[
-                token("billing", "billing-token-0123456789"),
-                token("alerts", "alerts-token-0123456789"),
+        let sources = crate::policy::Sources {
+            clients_file: None,
+            clients: vec![
+                rules("billing", "billing-token-0123456789"),
+                rules("alerts", "alerts-token-0123456789"),
             ],
-            anonymous,
-        )
+            allow_anonymous: anonymous,
+            default_key: crate::policy::KeySource::None,
+            base_url: url::Url::parse("http://qikchat.invalid").expect("url"),
+            timeout: std::time::Duration::from_secs(1),
+            sandbox: true,
+            env: Arc::default(),
+        };
+        let (spec, _) = crate::policy::load(&sources).expect("valid");
+        Callers(Arc::new(
+            Policy::build(spec, None, sources.timeout).expect("built"),
+        ))
     }
 
     fn with_auth(value: &str) -> HeaderMap {

@@ -5,21 +5,23 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
+
+pub use crate::policy::CallerToken;
+use crate::policy::{self, KeySource};
 
 /// Everything the relay needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen_addr: SocketAddr,
     pub qikchat_base_url: Url,
-    /// `None` only in sandbox mode, where Qikchat is never called.
-    pub qikchat_api_key: Option<SecretString>,
-    /// Empty only when anonymous access was asked for explicitly.
-    pub callers: Vec<CallerToken>,
-    pub allow_anonymous: bool,
+    /// Callers, their rules and the Qikchat accounts: what can change without a restart.
+    pub policy: crate::policy::Sources,
+    /// How often the callers file and key files are checked for changes.
+    pub reload_interval_ms: u64,
     pub sandbox: bool,
     pub upstream_timeout_ms: u64,
     pub max_in_flight: usize,
@@ -55,23 +57,6 @@ pub enum Traces {
         /// names itself `qikchat-relay`.
         default_service_name: bool,
     },
-}
-
-/// One caller from `RELAY_CLIENTS`: its name and the SHA-256 of its token (the token itself is not
-/// kept, so it cannot leak from memory dumps or `Debug` output).
-#[derive(Clone, PartialEq, Eq)]
-pub struct CallerToken {
-    pub name: String,
-    pub token_sha256: [u8; 32],
-}
-
-impl std::fmt::Debug for CallerToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallerToken")
-            .field("name", &self.name)
-            .field("token_sha256", &"[redacted]")
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +104,9 @@ struct Env {
     qikchat_base_url: Option<String>,
     relay_listen_addr: Option<String>,
     relay_clients: Option<String>,
+    relay_clients_file: Option<PathBuf>,
+    #[serde(default = "default_reload_interval_ms")]
+    relay_reload_interval_ms: u64,
     #[serde(default)]
     relay_allow_anonymous: bool,
     #[serde(default)]
@@ -182,6 +170,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_drain_timeout_ms() -> u64 {
     30_000
+}
+fn default_reload_interval_ms() -> u64 {
+    2_000
 }
 fn default_log_filter() -> String {
     "info".to_owned()
@@ -264,9 +255,17 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let pairs = pairs
+        let pairs: Vec<(String, String)> = pairs
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        // Accounts in the callers file may name any variable for their key (`key_env`).
+        let env_snapshot: std::collections::BTreeMap<String, SecretString> = pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), SecretString::from(v.as_str())))
+            .collect();
+        let pairs = pairs
+            .into_iter()
             // Only our own variables reach envy, so an unrelated variable can never fail the parse.
             .filter(|(k, _)| {
                 k.starts_with("QIKCHAT_")
@@ -277,24 +276,30 @@ impl Config {
         let env: Env = envy::from_iter(pairs).map_err(envy_error)?;
 
         let traces = traces(&env)?;
-        let qikchat_api_key = read_key(env.qikchat_api_key, env.qikchat_api_key_file)?;
-        if qikchat_api_key.is_none() && !env.relay_sandbox {
+        let default_key = match (env.qikchat_api_key, env.qikchat_api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "QIKCHAT_API_KEY_FILE",
+                    "set either QIKCHAT_API_KEY or QIKCHAT_API_KEY_FILE, not both",
+                ));
+            }
+            (Some(key), None) => KeySource::Inline(
+                policy::check_key("QIKCHAT_API_KEY", &key)
+                    .map_err(|e| ConfigError::new(e.source_name, e.problem))?,
+            ),
+            (None, Some(path)) => KeySource::File(path),
+            (None, None) => KeySource::None,
+        };
+        if env.relay_clients.is_some() && env.relay_clients_file.is_some() {
             return Err(ConfigError::new(
-                "QIKCHAT_API_KEY",
-                "is required (or QIKCHAT_API_KEY_FILE, or RELAY_SANDBOX=true to run without Qikchat)",
+                "RELAY_CLIENTS_FILE",
+                "set either RELAY_CLIENTS or RELAY_CLIENTS_FILE, not both",
             ));
         }
-
         let callers = match env.relay_clients.as_deref() {
             Some(list) => parse_callers(list)?,
             None => Vec::new(),
         };
-        if callers.is_empty() && !env.relay_allow_anonymous {
-            return Err(ConfigError::new(
-                "RELAY_CLIENTS",
-                "no callers are configured; set RELAY_CLIENTS=name:token,... or RELAY_ALLOW_ANONYMOUS=true",
-            ));
-        }
 
         let qikchat_base_url: Url = parse_or(
             "QIKCHAT_BASE_URL",
@@ -316,6 +321,7 @@ impl Config {
             ));
         }
         positive("RELAY_UPSTREAM_TIMEOUT_MS", env.relay_upstream_timeout_ms)?;
+        positive("RELAY_RELOAD_INTERVAL_MS", env.relay_reload_interval_ms)?;
         positive("RELAY_MAX_IN_FLIGHT", env.relay_max_in_flight as u64)?;
         positive("RELAY_MAX_BODY_BYTES", env.relay_max_body_bytes as u64)?;
         positive("RELAY_IDEMPOTENCY_TTL_S", env.relay_idempotency_ttl_s)?;
@@ -349,12 +355,24 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&env.rust_log)
             .map_err(|e| ConfigError::new("RUST_LOG", format!("is not a valid filter: {e}")))?;
 
+        let policy = policy::Sources {
+            clients_file: env.relay_clients_file,
+            clients: callers,
+            allow_anonymous: env.relay_allow_anonymous,
+            default_key,
+            base_url: qikchat_base_url.clone(),
+            timeout: Duration::from_millis(env.relay_upstream_timeout_ms),
+            sandbox: env.relay_sandbox,
+            env: std::sync::Arc::new(env_snapshot),
+        };
+        // Read and checked now, so a broken file or a missing key stops the start.
+        policy::load(&policy).map_err(|e| ConfigError::new(e.source_name, e.problem))?;
+
         Ok(Self {
             listen_addr,
             qikchat_base_url,
-            qikchat_api_key,
-            callers,
-            allow_anonymous: env.relay_allow_anonymous,
+            policy,
+            reload_interval_ms: env.relay_reload_interval_ms,
             sandbox: env.relay_sandbox,
             upstream_timeout_ms: env.relay_upstream_timeout_ms,
             max_in_flight: env.relay_max_in_flight,
@@ -431,42 +449,6 @@ fn positive(variable: &'static str, value: u64) -> Result<(), ConfigError> {
         return Err(ConfigError::new(variable, "must be greater than 0"));
     }
     Ok(())
-}
-
-fn read_key(
-    inline: Option<String>,
-    file: Option<PathBuf>,
-) -> Result<Option<SecretString>, ConfigError> {
-    let key = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                "QIKCHAT_API_KEY_FILE",
-                "set either QIKCHAT_API_KEY or QIKCHAT_API_KEY_FILE, not both",
-            ));
-        }
-        (Some(key), None) => SecretString::from(key.trim()),
-        (None, Some(path)) => {
-            let content = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::new(
-                    "QIKCHAT_API_KEY_FILE",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            SecretString::from(content.trim())
-        }
-        (None, None) => return Ok(None),
-    };
-    if key.expose_secret().is_empty() {
-        return Err(ConfigError::new("QIKCHAT_API_KEY", "is empty"));
-    }
-    if !key.expose_secret().bytes().all(|b| b.is_ascii_graphic()) {
-        // It has to travel in an HTTP header.
-        return Err(ConfigError::new(
-            "QIKCHAT_API_KEY",
-            "must be printable ASCII without spaces",
-        ));
-    }
-    Ok(Some(key))
 }
 
 /// Parses `name:token,name:token`. Errors name the caller, never the token.
@@ -636,9 +618,10 @@ mod tests {
         assert_eq!(c.max_in_flight, 512);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.log_filter, "info");
-        assert!(!c.sandbox && !c.allow_anonymous);
-        assert_eq!(c.callers.len(), 1);
-        assert_eq!(c.callers[0].name, "billing");
+        assert!(!c.sandbox && !c.policy.allow_anonymous);
+        assert_eq!(c.policy.clients.len(), 1);
+        assert_eq!(c.policy.clients[0].name, "billing");
+        assert_eq!(c.reload_interval_ms, 2000);
     }
 
     #[test]
@@ -660,12 +643,10 @@ mod tests {
         let err = config(&[("RELAY_CLIENTS", &clients)]).unwrap_err();
         assert_eq!(err.variable, "QIKCHAT_API_KEY");
         let sandbox = config(&[("RELAY_CLIENTS", &clients), ("RELAY_SANDBOX", "true")]);
-        assert!(
-            sandbox
-                .expect("sandbox needs no key")
-                .qikchat_api_key
-                .is_none()
-        );
+        assert!(matches!(
+            sandbox.expect("sandbox needs no key").policy.default_key,
+            KeySource::None
+        ));
     }
 
     #[test]
@@ -679,7 +660,9 @@ mod tests {
             ("RELAY_ALLOW_ANONYMOUS", "true"),
         ])
         .expect("valid");
-        assert_eq!(c.qikchat_api_key.expect("key").expose_secret(), KEY);
+        let (spec, _) = policy::load(&c.policy).expect("loads");
+        let key = spec.accounts["default"].key.clone().expect("a key");
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&key), KEY);
     }
 
     #[test]

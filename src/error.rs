@@ -38,8 +38,17 @@ pub enum ApiError {
     Media(Vec<crate::preflight::MediaProblem>),
     #[error("Qikchat refused the message: {0}")]
     RejectedByQikchat(String),
-    #[error("rate limited")]
-    RateLimited { retry_after_s: u64 },
+    /// The caller's policy does not allow this message; `rule` names the rule.
+    #[error("{detail}")]
+    Forbidden { rule: &'static str, detail: String },
+    /// A limit was hit: the caller's rate or quota, the account's pacing (`rule` names the
+    /// setting), or Qikchat's own (`rule` is `None`).
+    #[error("{detail}")]
+    RateLimited {
+        retry_after_s: u64,
+        detail: String,
+        rule: Option<&'static str>,
+    },
     #[error("Qikchat failed; the message was not confirmed")]
     UpstreamError,
     #[error("Qikchat could not be reached; nothing was sent")]
@@ -60,6 +69,8 @@ pub enum ApiError {
     OutcomeUnknown,
     #[error("the idempotency store is unreachable; nothing was sent")]
     StoreUnavailable,
+    #[error("the rate limit store is unreachable; nothing was sent")]
+    LimitsUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -104,6 +115,13 @@ pub struct Problem {
     /// Every bad field, for `invalid_request`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The setting of the callers file that refused the request: for `forbidden`, `types`,
+    /// `templates`, `destinations` or `account`; for `rate_limited`, `rate_per_minute`,
+    /// `daily_quota`, `rate_per_second` or `recipient_interval_ms` (absent when Qikchat itself
+    /// was rate limiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(examples("templates"))]
+    pub rule: Option<String>,
 }
 
 impl ApiError {
@@ -111,6 +129,7 @@ impl ApiError {
         match self {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -125,7 +144,7 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -135,6 +154,7 @@ impl ApiError {
         match self {
             Self::Malformed(_) => "malformed_request",
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -150,18 +170,19 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => "upstream_timeout",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::StoreUnavailable => "upstream_unavailable",
+            Self::StoreUnavailable | Self::LimitsUnavailable => "upstream_unavailable",
             Self::Internal => "internal_error",
         }
     }
 
     fn retry_after_s(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_s } => Some(*retry_after_s),
+            Self::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             Self::UpstreamUnavailable
             | Self::Draining
             | Self::Overloaded
             | Self::StoreUnavailable
+            | Self::LimitsUnavailable
             | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),
             _ => None,
         }
@@ -184,6 +205,13 @@ impl ApiError {
                     .map(|p| FieldError::new(p.field.clone(), p.detail.clone()))
                     .collect(),
                 _ => Vec::new(),
+            },
+            rule: match self {
+                Self::Forbidden { rule, .. }
+                | Self::RateLimited {
+                    rule: Some(rule), ..
+                } => Some((*rule).to_owned()),
+                _ => None,
             },
         }
     }

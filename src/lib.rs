@@ -6,14 +6,18 @@
 //! - [`app`]: the router, the middleware stack (its order explained there), start and shutdown.
 //! - [`telemetry`]: logs (one JSON line per request), metrics, OpenTelemetry traces.
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
-//! - [`auth`]: the [`auth::Caller`] extractor (bearer token to caller name).
+//! - [`auth`]: the [`auth::Caller`] extractor (bearer token to caller, with its rules).
+//! - [`policy`]: callers' rules and Qikchat accounts (`RELAY_CLIENTS_FILE`), reloaded while
+//!   running; `policy::limits` applies rates, quotas and WhatsApp pacing to a send.
+//! - [`limits`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
 //! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
 //! - [`idempotency`]: `Idempotency-Key`, in memory or in Redis: a retry never sends twice.
 //! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
 //! - [`preflight`]: media links checked before sending (type, size, reachability), never an SSRF hole.
 //! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
 //! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
-//! - [`config`]: the typed configuration, read from the environment once.
+//! - [`config`]: the typed configuration, read from the environment once (the policy's files
+//!   are read again when they change).
 //! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
 pub mod app;
@@ -23,7 +27,9 @@ pub mod config;
 pub mod error;
 pub mod healthcheck;
 pub mod idempotency;
+pub mod limits;
 pub mod message;
+pub mod policy;
 pub mod preflight;
 pub mod qikchat;
 pub mod routes;

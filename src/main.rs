@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    let (sandbox, callers) = (config.sandbox, config.callers.len());
+    let sandbox = config.sandbox;
     let app = match app::App::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -69,7 +69,9 @@ async fn serve(config: Config) -> ExitCode {
     };
     match app.local_addr() {
         Ok(addr) => {
-            info!(%addr, sandbox, callers, version = env!("CARGO_PKG_VERSION"), "qikchat-relay listening")
+            let policy = app.policy();
+            let accounts: Vec<&str> = policy.accounts.keys().map(String::as_str).collect();
+            info!(%addr, sandbox, callers = policy.callers.len(), accounts = accounts.join(","), version = env!("CARGO_PKG_VERSION"), "qikchat-relay listening")
         }
         Err(e) => error!(error = %e, "no local address"),
     }

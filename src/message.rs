@@ -91,7 +91,7 @@ pub enum TemplateButton {
 }
 
 /// The ten message types, as named on the wire by callers and by Qikchat alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MessageType {
     Text,
     Image,

@@ -142,6 +142,8 @@ impl From<&Error> for ApiError {
             Error::Rejected { message, .. } => Self::RejectedByQikchat(message.clone()),
             Error::RateLimited { retry_after_s } => Self::RateLimited {
                 retry_after_s: *retry_after_s,
+                detail: "Qikchat is rate limiting the relay; nothing was sent".to_owned(),
+                rule: None,
             },
             Error::KeyRefused { .. } | Error::Failed { .. } => Self::UpstreamError,
             Error::NotFound => Self::NotFound("no message with this id".to_owned()),

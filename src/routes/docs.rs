@@ -116,7 +116,18 @@ impl Modify for ProblemExamples {
             }]),
             ApiError::IdempotencyKeyReused,
             ApiError::IdempotencyKeyInFlight,
-            ApiError::RateLimited { retry_after_s: 1 },
+            ApiError::RateLimited {
+                retry_after_s: 1,
+                detail: "caller billing may send 120 a minute (burst 20) (rule: rate_per_minute)"
+                    .to_owned(),
+                rule: Some("rate_per_minute"),
+            },
+            ApiError::Forbidden {
+                rule: "templates",
+                detail:
+                    "caller billing may not use the template \"promo_diwali\" (rule: templates)"
+                        .to_owned(),
+            },
             ApiError::Internal,
             ApiError::UpstreamError,
             ApiError::UpstreamUnavailable,

@@ -1,13 +1,9 @@
 //! `GET /messages/{id}`: a message's delivery status, from Qikchat's status lookup.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::Path};
 use tracing::{Span, error, warn};
 
 use crate::{
-    app::AppState,
     auth::Caller,
     error::{ApiError, FieldError, Result},
     qikchat::{self, MessageStatus},
@@ -27,6 +23,7 @@ const MAX_ID_LEN: usize = 128;
         (status = 200, description = "The latest status Qikchat knows", body = MessageStatus),
         (status = 401, description = "`unauthorized`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the caller's account is no longer configured (rule `account`)", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: Qikchat does not know this id", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_request`: the id is malformed", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: Qikchat is rate limiting", body = crate::error::Problem, content_type = "application/problem+json",
@@ -39,11 +36,7 @@ const MAX_ID_LEN: usize = 128;
     ),
     security(("bearer" = []))
 )]
-pub async fn status(
-    State(state): State<AppState>,
-    _caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<MessageStatus>> {
+pub async fn status(caller: Caller, Path(id): Path<String>) -> Result<Json<MessageStatus>> {
     let well_formed = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id
@@ -57,7 +50,9 @@ pub async fn status(
     }
     let span = Span::current();
     span.record("qikchat_id", id.as_str());
-    let result = state.upstream.status(&id).await;
+    // Asked of the caller's account: the one its messages are sent through.
+    let account = caller.account()?;
+    let result = account.upstream.status(&id).await;
     if let Some(status) = result.as_ref().err().and_then(qikchat::Error::http_status) {
         span.record("qikchat_status", status);
     }

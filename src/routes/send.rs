@@ -5,7 +5,7 @@
 //! `message.rs` enforces it. Tests send every documented example through the parser, and
 //! schemathesis (tests/external) checks that the two agree both ways.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json,
@@ -27,6 +27,8 @@ use crate::{
     error::{ApiError, FieldError, Result},
     idempotency::{self, Answer, Begin, Claim, Key},
     message::Message,
+    policy::Account,
+    policy::limits,
     preflight::{self, MediaProblem},
     qikchat,
     routes::JsonBody,
@@ -58,19 +60,26 @@ pub struct SendResponse {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, scoped to the caller. A retry with the same key and the same request gets the first answer again (with `Idempotent-Replayed: true`) and sends nothing.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$")),
     responses(
         (status = 200, description = "Qikchat queued the message", body = SendResponse,
-            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"))),
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"),
+                ("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota (on every answer to a send): the most sends allowed at once (burst) or per day, whichever is closer to running out"),
+                ("RateLimit-Remaining" = u64, description = "Sends still allowed now under that limit"),
+                ("RateLimit-Reset" = u64, description = "Seconds until that limit is full again (the quota: until 00:00 UTC)"))),
         (status = 409, description = "`idempotency_key_in_flight`: a request with this Idempotency-Key is still being sent; retry after `Retry-After` to get its answer", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 400, description = "`malformed_request`: not JSON, or not `application/json`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no or unknown bearer token", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 403, description = "`forbidden`: the caller may not send this message (its `types`, `templates`, `destinations` or `account` in the callers file); `rule` names the rule and `detail` says what was refused; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) `idempotency_key_reused` (the key was used for a different request; nothing was sent), or `media_unreachable`, `media_type_not_supported`, `media_too_large` (a media link failed its preflight check with RELAY_MEDIA_PREFLIGHT=enforce; `errors` names the field, `detail` says what was found and what is accepted; nothing was sent)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: Qikchat is rate limiting; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 429, description = "`rate_limited`: a limit was hit and nothing was sent. `rule` names the relay's limit (`rate_per_minute`, `daily_quota`, `rate_per_second`, `recipient_interval_ms`); without `rule`, Qikchat itself is rate limiting", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"),
+                ("RateLimit-Limit" = u64, description = "As on 200, for callers with a rate or a daily quota"),
+                ("RateLimit-Remaining" = u64, description = "As on 200"),
+                ("RateLimit-Reset" = u64, description = "As on 200"))),
         (status = 500, description = "`internal_error`: a bug in the relay", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`: Qikchat failed or answered without an id; the message may have been sent", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable` (Qikchat or, for a request with an Idempotency-Key, the idempotency store unreachable; or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 503, description = "`upstream_unavailable` (Qikchat, or Redis for a request with an Idempotency-Key or from a caller with limits, unreachable; or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 504, description = "`upstream_timeout`: no answer in time, or an earlier request with this Idempotency-Key was interrupted while sending; the message may or may not have been sent, and is never sent again under the same key", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
@@ -81,7 +90,7 @@ pub async fn send(
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Response> {
+) -> Response {
     let started = Instant::now();
     let span = Span::current();
     let request_id = headers
@@ -108,7 +117,7 @@ pub async fn send(
     let shed = match &result {
         Err(ApiError::Overloaded) => Some("overloaded"),
         Err(ApiError::Draining) => Some("draining"),
-        Err(ApiError::RateLimited { .. }) => Some("rate_limited"),
+        Err(ApiError::RateLimited { rule, .. }) => Some(rule.unwrap_or("rate_limited")),
         _ => None,
     };
     if let Some(reason) = shed {
@@ -117,7 +126,14 @@ pub async fn send(
     metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => type_label(&body), "outcome" => outcome)
         .increment(1);
     attempt.record(&caller.name, &request_id, outcome, started.elapsed());
-    result.map(|sent| sent.response)
+    let mut response = match result {
+        Ok(sent) => sent.response,
+        Err(e) => e.into_response(),
+    };
+    if let Some(limit) = &attempt.rate_limit {
+        limit.add_headers(response.headers_mut());
+    }
+    response
 }
 
 /// An answer to a send and its outcome for logs and metrics (`queued`, `replayed`).
@@ -142,6 +158,9 @@ async fn deliver(
     span.record("to", to.as_str());
     attempt.message_type = Some(message_type);
     attempt.to = Some(to);
+    // What the caller may not send is refused before anything else happens.
+    caller.rules.permit(&message)?;
+    let account = caller.account()?;
     let key = match headers.get(idempotency::HEADER) {
         None => None,
         Some(value) => Some(Key::parse(value).ok_or_else(|| {
@@ -206,10 +225,23 @@ async fn deliver(
         }
     };
 
+    // After the claim, so a replay is never limited; a refusal frees the key for a retry.
+    match limits::check(state, &caller.rules, &account.spec, &message.to).await {
+        Ok(headers) => attempt.rate_limit = headers,
+        Err((e, headers)) => {
+            attempt.rate_limit = headers;
+            if let Some(claim) = claim {
+                state.idempotency.finish(claim, None).await;
+            }
+            return Err(e);
+        }
+    }
+
     // The send runs in its own task: a caller that hangs up must not cut it off half-way, nor
     // leave its key without an answer.
     let task = send_and_record(
         state.clone(),
+        account,
         message,
         warnings,
         claim,
@@ -239,6 +271,8 @@ async fn deliver(
 /// answer and Qikchat's HTTP status, when it answered.
 async fn send_and_record(
     state: AppState,
+    // The account as it was when the request arrived: a reload meanwhile does not change the key.
+    account: Arc<Account>,
     message: Message,
     warnings: Vec<MediaProblem>,
     claim: Option<Claim>,
@@ -259,7 +293,7 @@ async fn send_and_record(
         None => None,
     };
 
-    let result = state.upstream.send(&message).await;
+    let result = account.upstream.send(&message).await;
     let qikchat_status = match &result {
         Ok(accepted) => accepted.http_status,
         Err(e) => e.http_status(),

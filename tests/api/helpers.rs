@@ -39,10 +39,44 @@ pub fn settings(qikchat: &MockServer, extra: &[(&str, &str)]) -> Vec<(String, St
         ("RELAY_MEDIA_PREFLIGHT".into(), "off".into()),
     ];
     for (key, value) in extra {
-        pairs.retain(|(k, _)| k != key);
+        // Each of these replaces the other, as the relay refuses both at once.
+        let replaces = match *key {
+            "RELAY_CLIENTS_FILE" => "RELAY_CLIENTS",
+            "QIKCHAT_API_KEY_FILE" => "QIKCHAT_API_KEY",
+            _ => key,
+        };
+        pairs.retain(|(k, _)| k != key && k != replaces);
         pairs.push(((*key).into(), (*value).into()));
     }
     pairs
+}
+
+/// A directory of the test's own, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("qikchat-relay-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        Self(dir)
+    }
+
+    /// Writes `content` to `name` in the directory and returns its path as text.
+    pub fn write(&self, name: &str, content: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).expect("write");
+        path.to_str().expect("UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -1,0 +1,790 @@
+//! Caller policy: who may call, what each caller may send, through which Qikchat account, how
+//! fast. It comes from `RELAY_CLIENTS` (names and tokens only) or from the callers file
+//! `RELAY_CLIENTS_FILE`, plus the key files, and it can change while the relay runs.
+//!
+//! [`Sources`] says where it comes from; [`load`] reads and checks it into a [`Spec`];
+//! [`Policy::build`] turns a spec into what requests use (one Qikchat client per account).
+//! [`Live`] holds the current policy and swaps in a new one when a file changes or on SIGHUP. A
+//! request takes the policy of the moment it arrived ([`Live::current`]), so a send in flight
+//! finishes with the key it started with.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
+use url::Url;
+
+use crate::{
+    error::ApiError,
+    limits::Rate,
+    message::{Content, Message, MessageType},
+    qikchat::{Qikchat, Upstream},
+};
+
+pub mod limits;
+
+/// The account `QIKCHAT_API_KEY` / `QIKCHAT_API_KEY_FILE` configure, and callers' default.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// Where the policy comes from; everything in it is read again on a reload.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// `RELAY_CLIENTS_FILE`: when set, `RELAY_CLIENTS` is not.
+    pub clients_file: Option<PathBuf>,
+    /// `RELAY_CLIENTS`, already parsed (it cannot change without a restart).
+    pub clients: Vec<CallerToken>,
+    pub allow_anonymous: bool,
+    /// The default account's key: `QIKCHAT_API_KEY` (fixed) or `QIKCHAT_API_KEY_FILE` (re-read).
+    pub default_key: KeySource,
+    pub base_url: Url,
+    pub timeout: Duration,
+    /// Sandbox mode: no keys are read and Qikchat is never called.
+    pub sandbox: bool,
+    /// The environment at start, for `key_env` (values are secrets).
+    pub env: Arc<BTreeMap<String, SecretString>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    None,
+    Inline(SecretString),
+    File(PathBuf),
+}
+
+/// One caller from `RELAY_CLIENTS`: its name and the SHA-256 of its token (the token itself is not
+/// kept, so it cannot leak from memory dumps or `Debug` output).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerToken {
+    pub name: String,
+    pub token_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for CallerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerToken")
+            .field("name", &self.name)
+            .field("token_sha256", &"[redacted]")
+            .finish()
+    }
+}
+
+/// What a caller may do. An absent rule allows everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    pub name: Arc<str>,
+    pub account: String,
+    pub types: Option<BTreeSet<MessageType>>,
+    pub templates: Option<BTreeSet<String>>,
+    pub destinations: Option<Vec<String>>,
+    pub rate: Option<Rate>,
+    pub daily_quota: Option<u64>,
+}
+
+impl Rules {
+    fn unrestricted(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            account: DEFAULT_ACCOUNT.to_owned(),
+            types: None,
+            templates: None,
+            destinations: None,
+            rate: None,
+            daily_quota: None,
+        }
+    }
+
+    /// Refuses a message outside the caller's types, templates or destinations, naming the rule.
+    pub fn permit(&self, message: &Message) -> Result<(), ApiError> {
+        let message_type = message.content.message_type();
+        if let Some(types) = &self.types {
+            if !types.contains(&message_type) {
+                return Err(self.forbidden(
+                    "types",
+                    format!("may not send {} messages", message_type.as_str()),
+                ));
+            }
+        }
+        if let (Some(templates), Content::Template(template)) = (&self.templates, &message.content)
+        {
+            if !templates.contains(&template.name) {
+                return Err(self.forbidden(
+                    "templates",
+                    format!("may not use the template {:?}", template.name),
+                ));
+            }
+        }
+        if let Some(prefixes) = &self.destinations {
+            let to = message.to.as_str();
+            if !prefixes
+                .iter()
+                .any(|prefix| to.starts_with(prefix.as_str()))
+            {
+                return Err(self.forbidden(
+                    "destinations",
+                    format!(
+                        "may not send to {} (allowed: numbers starting with {})",
+                        message.to.masked(),
+                        prefixes.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn forbidden(&self, rule: &'static str, what: String) -> ApiError {
+        ApiError::Forbidden {
+            rule,
+            detail: format!("caller {} {what} (rule: {rule})", self.name),
+        }
+    }
+}
+
+/// A Qikchat account as the callers file describes it, its key read.
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    pub name: String,
+    /// `None` in sandbox mode.
+    pub key: Option<SecretString>,
+    pub base_url: Url,
+    /// WhatsApp's per-number throughput: sends per second through this account.
+    pub rate: Option<Rate>,
+    /// WhatsApp's pair rate: sends to one recipient.
+    pub recipient_rate: Option<Rate>,
+}
+
+impl PartialEq for AccountSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.key.as_ref().map(ExposeSecret::expose_secret)
+                == other.key.as_ref().map(ExposeSecret::expose_secret)
+            && self.base_url == other.base_url
+            && self.rate == other.rate
+            && self.recipient_rate == other.recipient_rate
+    }
+}
+
+/// A checked policy: callers with their token hashes and rules, and the accounts they use.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub callers: Vec<([u8; 32], Rules)>,
+    pub allow_anonymous: bool,
+    pub accounts: BTreeMap<String, AccountSpec>,
+}
+
+/// Why a policy could not be loaded, worded for one log or start-up line. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {problem}")]
+pub struct PolicyError {
+    /// The variable or file the problem is in.
+    pub source_name: String,
+    pub problem: String,
+}
+
+fn problem(source: impl Into<String>, problem: impl Into<String>) -> PolicyError {
+    PolicyError {
+        source_name: source.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Identifies the content of every file a policy was read from: a reload happens when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+/// The callers file, as written (README, "Callers and limits").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    accounts: BTreeMap<String, FileAccount>,
+    #[serde(default)]
+    clients: BTreeMap<String, FileClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccount {
+    key_file: Option<PathBuf>,
+    key_env: Option<String>,
+    base_url: Option<String>,
+    rate_per_second: Option<u32>,
+    recipient_burst: Option<u32>,
+    recipient_interval_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClient {
+    token: Option<String>,
+    token_sha256: Option<String>,
+    account: Option<String>,
+    types: Option<Vec<String>>,
+    templates: Option<Vec<String>>,
+    destinations: Option<Vec<String>>,
+    rate_per_minute: Option<u32>,
+    burst: Option<u32>,
+    daily_quota: Option<u64>,
+    /// Receiving Qikchat's webhooks is not built yet: a file that sets it is refused rather than
+    /// silently ignored.
+    webhooks: Option<toml::Value>,
+}
+
+/// Reads and checks everything the sources name.
+pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
+    let mut fingerprint = Sha256::new();
+    let default_key = match &sources.default_key {
+        _ if sources.sandbox => None,
+        KeySource::None => None,
+        KeySource::Inline(key) => Some(key.clone()),
+        KeySource::File(path) => Some(read_key("QIKCHAT_API_KEY_FILE", path, &mut fingerprint)?),
+    };
+    let default_account = |key| AccountSpec {
+        name: DEFAULT_ACCOUNT.to_owned(),
+        key,
+        base_url: sources.base_url.clone(),
+        rate: None,
+        recipient_rate: None,
+    };
+
+    let Some(path) = &sources.clients_file else {
+        let callers: Vec<_> = sources
+            .clients
+            .iter()
+            .map(|c| (c.token_sha256, Rules::unrestricted(&c.name)))
+            .collect();
+        check_some_caller(callers.is_empty(), sources.allow_anonymous, "RELAY_CLIENTS")?;
+        let mut accounts = BTreeMap::new();
+        if default_key.is_some() || sources.sandbox {
+            accounts.insert(DEFAULT_ACCOUNT.to_owned(), default_account(default_key));
+        } else {
+            return Err(problem(
+                "QIKCHAT_API_KEY",
+                "is required (or QIKCHAT_API_KEY_FILE, or RELAY_SANDBOX=true to run without Qikchat)",
+            ));
+        }
+        let spec = Spec {
+            callers,
+            allow_anonymous: sources.allow_anonymous,
+            accounts,
+        };
+        return Ok((spec, Fingerprint(fingerprint.finalize().into())));
+    };
+
+    let name = "RELAY_CLIENTS_FILE";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| problem(name, format!("cannot read {}: {e}", path.display())))?;
+    fingerprint.update(path.as_os_str().as_encoded_bytes());
+    fingerprint.update(text.as_bytes());
+    let at = |field: String| format!("{name} ({}): {field}", path.display());
+    let file: File = toml::from_str(&text).map_err(|e| {
+        // toml's message quotes the offending line, which could hold an inline token.
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        problem(
+            at(line.map_or_else(String::new, |l| format!("line {l}"))),
+            e.message().to_owned(),
+        )
+    })?;
+
+    let mut accounts = BTreeMap::new();
+    for (account, spec) in file.accounts {
+        let field = |f: &str| at(format!("accounts.{account}.{f}"));
+        let key = match (&spec.key_file, &spec.key_env) {
+            _ if sources.sandbox => None,
+            (Some(_), Some(_)) => {
+                return Err(problem(
+                    field("key_file"),
+                    "set key_file or key_env, not both",
+                ));
+            }
+            (Some(path), None) => Some(read_key(&field("key_file"), path, &mut fingerprint)?),
+            (None, Some(variable)) => {
+                let key = sources
+                    .env
+                    .get(variable)
+                    .ok_or_else(|| problem(field("key_env"), format!("{variable} is not set")))?;
+                Some(check_key(&field("key_env"), key.expose_secret())?)
+            }
+            (None, None) if account == DEFAULT_ACCOUNT && default_key.is_some() => {
+                default_key.clone()
+            }
+            (None, None) => {
+                return Err(problem(
+                    field("key_file"),
+                    "every account needs key_file or key_env",
+                ));
+            }
+        };
+        if account == DEFAULT_ACCOUNT
+            && (spec.key_file.is_some() || spec.key_env.is_some())
+            && !matches!(sources.default_key, KeySource::None)
+        {
+            return Err(problem(
+                field("key_file"),
+                "the default account's key is set here and by QIKCHAT_API_KEY(_FILE); keep one",
+            ));
+        }
+        let base_url = match &spec.base_url {
+            None => sources.base_url.clone(),
+            Some(url) => Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| problem(field("base_url"), "must be an http or https URL"))?,
+        };
+        let rate = spec
+            .rate_per_second
+            .map(|n| positive_u32(&field("rate_per_second"), n).map(Rate::per_second))
+            .transpose()?;
+        let recipient_rate = match (spec.recipient_burst, spec.recipient_interval_ms) {
+            (None, None) => None,
+            (burst, Some(interval)) => {
+                let burst = positive_u32(&field("recipient_burst"), burst.unwrap_or(1))?;
+                if interval == 0 {
+                    return Err(problem(
+                        field("recipient_interval_ms"),
+                        "must be at least 1",
+                    ));
+                }
+                Some(Rate::every(Duration::from_millis(interval), burst))
+            }
+            (Some(_), None) => {
+                return Err(problem(
+                    field("recipient_interval_ms"),
+                    "is required with recipient_burst",
+                ));
+            }
+        };
+        accounts.insert(
+            account.clone(),
+            AccountSpec {
+                name: account,
+                key,
+                base_url,
+                rate,
+                recipient_rate,
+            },
+        );
+    }
+    if !accounts.contains_key(DEFAULT_ACCOUNT) && (default_key.is_some() || sources.sandbox) {
+        accounts.insert(DEFAULT_ACCOUNT.to_owned(), default_account(default_key));
+    }
+
+    let mut callers = Vec::new();
+    let mut tokens = BTreeSet::new();
+    for (client, spec) in file.clients {
+        let field = |f: &str| at(format!("clients.{client}.{f}"));
+        if !valid_name(&client) {
+            return Err(problem(
+                at(format!("clients.{client}")),
+                "a caller's name is 1 to 64 of A-Z a-z 0-9 - _ .",
+            ));
+        }
+        let token_sha256: [u8; 32] = match (&spec.token, &spec.token_sha256) {
+            (Some(_), Some(_)) => {
+                return Err(problem(
+                    field("token"),
+                    "set token or token_sha256, not both",
+                ));
+            }
+            (Some(token), None) => {
+                if token.trim().len() < 16 {
+                    return Err(problem(field("token"), "must be at least 16 characters"));
+                }
+                Sha256::digest(token.trim().as_bytes()).into()
+            }
+            (None, Some(hex)) => parse_sha256(hex)
+                .ok_or_else(|| problem(field("token_sha256"), "must be 64 hexadecimal digits"))?,
+            (None, None) => {
+                return Err(problem(
+                    field("token"),
+                    "every client needs token or token_sha256",
+                ));
+            }
+        };
+        if !tokens.insert(token_sha256) {
+            return Err(problem(
+                field("token"),
+                "the same token is given to another client",
+            ));
+        }
+        let account = spec.account.unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+        if !accounts.contains_key(&account) {
+            let hint = if account == DEFAULT_ACCOUNT {
+                "there is no default account: set QIKCHAT_API_KEY(_FILE) or [accounts.default]"
+                    .to_owned()
+            } else {
+                format!("there is no [accounts.{account}]")
+            };
+            return Err(problem(field("account"), hint));
+        }
+        let types = spec
+            .types
+            .map(|names| {
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        MessageType::ALL
+                            .into_iter()
+                            .find(|t| t.as_str() == name)
+                            .ok_or_else(|| {
+                                problem(
+                                    field(&format!("types[{i}]")),
+                                    format!(
+                                        "{name:?} is not a message type; one of {}",
+                                        MessageType::ALL.map(MessageType::as_str).join(", ")
+                                    ),
+                                )
+                            })
+                    })
+                    .collect::<Result<BTreeSet<_>, _>>()
+            })
+            .transpose()?;
+        let destinations = spec
+            .destinations
+            .map(|prefixes| {
+                prefixes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, prefix)| {
+                        let digits = prefix.strip_prefix('+').unwrap_or_default();
+                        if digits.is_empty()
+                            || digits.len() > 15
+                            || !digits.bytes().all(|b| b.is_ascii_digit())
+                        {
+                            return Err(problem(
+                                field(&format!("destinations[{i}]")),
+                                "must be + and 1 to 15 digits, e.g. +91",
+                            ));
+                        }
+                        Ok(prefix)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let rate = match (spec.rate_per_minute, spec.burst) {
+            (None, None) => None,
+            (Some(per_minute), burst) => {
+                let per_minute = positive_u32(&field("rate_per_minute"), per_minute)?;
+                let burst = positive_u32(&field("burst"), burst.unwrap_or(per_minute))?;
+                Some(Rate::per_minute(per_minute, burst))
+            }
+            (None, Some(_)) => {
+                return Err(problem(field("rate_per_minute"), "is required with burst"));
+            }
+        };
+        if spec.daily_quota == Some(0) {
+            return Err(problem(field("daily_quota"), "must be at least 1"));
+        }
+        if spec.webhooks.is_some() {
+            return Err(problem(
+                field("webhooks"),
+                "receiving Qikchat's webhooks is not implemented in this version",
+            ));
+        }
+        callers.push((
+            token_sha256,
+            Rules {
+                name: Arc::from(client.as_str()),
+                account,
+                types,
+                templates: spec.templates.map(|t| t.into_iter().collect()),
+                destinations,
+                rate,
+                daily_quota: spec.daily_quota,
+            },
+        ));
+    }
+    check_some_caller(callers.is_empty(), sources.allow_anonymous, name)?;
+    if sources.allow_anonymous && !accounts.contains_key(DEFAULT_ACCOUNT) {
+        return Err(problem(
+            "RELAY_ALLOW_ANONYMOUS",
+            "anonymous callers send through the default account, and there is none",
+        ));
+    }
+    let spec = Spec {
+        callers,
+        allow_anonymous: sources.allow_anonymous,
+        accounts,
+    };
+    Ok((spec, Fingerprint(fingerprint.finalize().into())))
+}
+
+fn check_some_caller(none: bool, anonymous: bool, source: &str) -> Result<(), PolicyError> {
+    if none && !anonymous {
+        return Err(problem(
+            source,
+            "no callers are configured; set RELAY_CLIENTS=name:token,... (or clients in RELAY_CLIENTS_FILE) or RELAY_ALLOW_ANONYMOUS=true",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a key file; the file's path and content go into the fingerprint.
+fn read_key(
+    source: &str,
+    path: &Path,
+    fingerprint: &mut Sha256,
+) -> Result<SecretString, PolicyError> {
+    let content = std::fs::read(path)
+        .map_err(|e| problem(source, format!("cannot read {}: {e}", path.display())))?;
+    fingerprint.update(path.as_os_str().as_encoded_bytes());
+    fingerprint.update(&content);
+    let content = String::from_utf8(content)
+        .map_err(|_| problem(source, format!("{} is not UTF-8", path.display())))?;
+    check_key(source, &content)
+}
+
+/// A key must travel in an HTTP header: printable ASCII without spaces, once trimmed.
+pub fn check_key(source: &str, key: &str) -> Result<SecretString, PolicyError> {
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(problem(source, "the key is empty"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(problem(
+            source,
+            "the key must be printable ASCII without spaces",
+        ));
+    }
+    Ok(SecretString::from(key))
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn positive_u32(source: &str, value: u32) -> Result<u32, PolicyError> {
+    if value == 0 {
+        return Err(problem(source, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+/// An account ready to send: its spec and its upstream.
+pub struct Account {
+    pub spec: AccountSpec,
+    pub upstream: Upstream,
+}
+
+/// What requests use: the callers, and one upstream per account.
+pub struct Policy {
+    pub callers: Vec<([u8; 32], Arc<Rules>)>,
+    pub anonymous: Option<Arc<Rules>>,
+    pub accounts: BTreeMap<String, Arc<Account>>,
+}
+
+impl Policy {
+    /// Builds the upstreams; an account whose spec did not change keeps its client (and its
+    /// pooled connections) from `previous`.
+    pub fn build(
+        spec: Spec,
+        previous: Option<&Policy>,
+        timeout: Duration,
+    ) -> Result<Self, PolicyError> {
+        let mut accounts = BTreeMap::new();
+        for (name, account) in spec.accounts {
+            let kept = previous
+                .and_then(|p| p.accounts.get(&name))
+                .filter(|old| old.spec == account)
+                .cloned();
+            let account = match kept {
+                Some(kept) => kept,
+                None => {
+                    let upstream = match &account.key {
+                        Some(key) => Upstream::Live(
+                            Qikchat::new(account.base_url.clone(), key.clone(), timeout).map_err(
+                                |e| {
+                                    problem(
+                                        format!("accounts.{name}"),
+                                        format!("cannot create the HTTP client: {e}"),
+                                    )
+                                },
+                            )?,
+                        ),
+                        None => Upstream::Sandbox,
+                    };
+                    Arc::new(Account {
+                        spec: account,
+                        upstream,
+                    })
+                }
+            };
+            accounts.insert(name, account);
+        }
+        Ok(Self {
+            callers: spec
+                .callers
+                .into_iter()
+                .map(|(hash, rules)| (hash, Arc::new(rules)))
+                .collect(),
+            anonymous: spec
+                .allow_anonymous
+                .then(|| Arc::new(Rules::unrestricted(crate::auth::ANONYMOUS))),
+            accounts,
+        })
+    }
+
+    /// The account a caller sends through. Checked when the policy was loaded, so missing only
+    /// if a reload removed it between authentication and use.
+    pub fn account(&self, rules: &Rules) -> Result<Arc<Account>, ApiError> {
+        self.accounts
+            .get(&rules.account)
+            .cloned()
+            .ok_or_else(|| ApiError::Forbidden {
+                rule: "account",
+                detail: format!(
+                    "caller {} sends through account {}, which is not configured (rule: account)",
+                    rules.name, rules.account
+                ),
+            })
+    }
+}
+
+/// The policy in force, and how to replace it.
+pub struct Live {
+    current: ArcSwap<Policy>,
+    sources: Sources,
+    timeout: Duration,
+    state: std::sync::Mutex<Reloads>,
+}
+
+/// What the last reloads saw, so an unchanged file is not rebuilt and a broken one is logged once.
+struct Reloads {
+    fingerprint: Fingerprint,
+    last_error: Option<PolicyError>,
+}
+
+impl Live {
+    /// Loads the policy for the first time; an error here stops the relay.
+    pub fn start(sources: Sources, timeout: Duration) -> Result<Self, PolicyError> {
+        let (spec, fingerprint) = load(&sources)?;
+        let policy = Policy::build(spec, None, timeout)?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(policy),
+            sources,
+            timeout,
+            state: std::sync::Mutex::new(Reloads {
+                fingerprint,
+                last_error: None,
+            }),
+        })
+    }
+
+    /// The policy of this moment. A request keeps it to its end, whatever reloads meanwhile.
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Reads the sources again and swaps in the result if anything changed. A source that fails
+    /// to load leaves the running policy in place; the failure is logged once, not on every try.
+    pub fn reload(&self, reason: &'static str) {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let loaded = load(&self.sources).and_then(|(spec, fingerprint)| {
+            if fingerprint == state.fingerprint {
+                return Ok(None);
+            }
+            let current = self.current();
+            Policy::build(spec, Some(&current), self.timeout).map(|p| Some((p, fingerprint)))
+        });
+        match loaded {
+            Ok(Some((policy, fingerprint))) => {
+                let accounts: Vec<&str> = policy.accounts.keys().map(String::as_str).collect();
+                info!(
+                    reason,
+                    callers = policy.callers.len(),
+                    accounts = accounts.join(","),
+                    "configuration reloaded"
+                );
+                self.current.store(Arc::new(policy));
+                state.fingerprint = fingerprint;
+                state.last_error = None;
+            }
+            Ok(None) => {
+                if reason == "SIGHUP" {
+                    info!(reason, "configuration unchanged");
+                }
+                state.last_error = None;
+            }
+            Err(e) => {
+                if state.last_error.as_ref() != Some(&e) || reason == "SIGHUP" {
+                    error!(reason, error = %e, "configuration not reloaded; the previous one stays in force");
+                }
+                state.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Whether anything can change: files to watch.
+    pub fn watches_files(&self) -> bool {
+        self.sources.clients_file.is_some()
+            || matches!(self.sources.default_key, KeySource::File(_))
+    }
+
+    /// Re-reads the sources every `every` and on SIGHUP, for as long as the process runs.
+    /// Polling reads the files through their path, so a Kubernetes secret update (a symlink
+    /// swapped to a new directory) is seen like any other change.
+    pub fn watch(self: Arc<Self>, every: Duration) {
+        // Installed before this returns: from then on SIGHUP reloads, instead of ending the
+        // process as it does by default.
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                warn!(error = %e, "no SIGHUP handler; files are still re-read when they change");
+                None
+            }
+        };
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                let reason = tokio::select! {
+                    _ = tick.tick() => "changed",
+                    Some(()) = async {
+                        match hangup.as_mut() {
+                            Some(signal) => signal.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => "SIGHUP",
+                };
+                if reason == "changed" && !self.watches_files() {
+                    continue;
+                }
+                let live = self.clone();
+                // File reads and building HTTP clients block; keep them off the request threads.
+                let _ = tokio::task::spawn_blocking(move || live.reload(reason)).await;
+            }
+        });
+    }
+}

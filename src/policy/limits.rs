@@ -1,0 +1,192 @@
+//! A send against the limits of its caller and its account, before Qikchat is called:
+//! the caller's rate (`rate_per_minute`, `burst`) and daily quota (`daily_quota`), then the
+//! account's WhatsApp pacing (`rate_per_second`, and `recipient_burst` + `recipient_interval_ms`
+//! per recipient). The counting itself is [`crate::limits`]: in memory, or in Redis for all
+//! replicas.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use super::{AccountSpec, Rules};
+use crate::{
+    app::AppState,
+    error::ApiError,
+    limits::{Decision, Rate, StoreError},
+    message::Recipient,
+};
+
+/// The caller's limit as it stands after this request: `RateLimit-Limit`, `RateLimit-Remaining`
+/// and `RateLimit-Reset` (seconds), on every answer to a send by a caller with limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_s: u64,
+}
+
+impl RateLimitHeaders {
+    fn from(decision: &Decision) -> Self {
+        Self {
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_s: seconds(decision.reset),
+        }
+    }
+
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in [
+            ("ratelimit-limit", self.limit),
+            ("ratelimit-remaining", self.remaining),
+            ("ratelimit-reset", self.reset_s),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
+    }
+}
+
+/// Of two limits, the one closer to running out.
+fn tighter(a: Option<RateLimitHeaders>, b: Option<RateLimitHeaders>) -> Option<RateLimitHeaders> {
+    match (a, b) {
+        (Some(a), Some(b)) if b.remaining < a.remaining => Some(b),
+        (Some(a), _) => Some(a),
+        (None, b) => b,
+    }
+}
+
+/// Whole seconds, rounded up: a caller that waits `Retry-After` must find room.
+fn seconds(duration: Duration) -> u64 {
+    duration.as_millis().div_ceil(1000) as u64
+}
+
+type Refusal = (ApiError, Option<RateLimitHeaders>);
+
+/// Takes one unit from every limit that applies; the first that refuses answers 429 with
+/// `Retry-After` and the rule's name. The rates (the caller's, the account's, the recipient's)
+/// are taken all together or not at all, so a send refused by one does not use up the others;
+/// the daily quota is given back when a rate refuses, so it counts only sends that went on.
+pub async fn check(
+    state: &AppState,
+    rules: &Rules,
+    account: &AccountSpec,
+    to: &Recipient,
+) -> Result<Option<RateLimitHeaders>, Refusal> {
+    let limiter = &state.limiter;
+    let caller_key = format!("caller:{}", rules.name);
+    // The quota's headers and the caller rate's; answers carry the tighter of the two.
+    let mut quota_seen = None;
+
+    if let Some(quota) = rules.daily_quota {
+        let decision = limiter
+            .take_daily(&caller_key, quota)
+            .await
+            .map_err(unavailable)?;
+        quota_seen = Some(RateLimitHeaders::from(&decision));
+        if !decision.allowed {
+            let detail = format!(
+                "caller {} has used its daily quota of {quota}; it resets at 00:00 UTC (rule: daily_quota)",
+                rules.name
+            );
+            return Err((limited("daily_quota", &decision, detail), quota_seen));
+        }
+    }
+
+    // Recipients are kept as hashes: the limits store holds no phone numbers.
+    let recipient_key = {
+        let hash = Sha256::digest(to.as_str().as_bytes());
+        let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("recipient:{}:{hex}", account.name)
+    };
+    let account_key = format!("account:{}", account.name);
+    let mut rates: Vec<(&str, Rate, &'static str)> = Vec::new();
+    if let Some(rate) = rules.rate {
+        rates.push((&caller_key, rate, "rate_per_minute"));
+    }
+    if let Some(rate) = account.rate {
+        rates.push((&account_key, rate, "rate_per_second"));
+    }
+    if let Some(rate) = account.recipient_rate {
+        rates.push((&recipient_key, rate, "recipient_interval_ms"));
+    }
+    if rates.is_empty() {
+        return Ok(quota_seen);
+    }
+    let limits: Vec<(&str, Rate)> = rates.iter().map(|(key, rate, _)| (*key, *rate)).collect();
+    let decisions = match limiter.take_all(&limits).await {
+        Ok(decisions) => decisions,
+        Err(e) => {
+            give_back(state, rules, &caller_key).await;
+            return Err((unavailable(e).0, None));
+        }
+    };
+    let refused = rates
+        .iter()
+        .zip(&decisions)
+        .find(|(_, decision)| !decision.allowed);
+    let mut rate_seen = rules
+        .rate
+        .and(decisions.first())
+        .map(RateLimitHeaders::from);
+    let Some(((_, rate, rule), decision)) = refused else {
+        return Ok(tighter(rate_seen, quota_seen));
+    };
+    // Nothing was taken after all: what each limit would have taken is still there.
+    give_back(state, rules, &caller_key).await;
+    if let Some(seen) = quota_seen.as_mut() {
+        seen.remaining += 1;
+    }
+    if let (Some(seen), Some(first)) = (rate_seen.as_mut(), decisions.first()) {
+        if first.allowed {
+            seen.remaining += 1;
+        }
+    }
+    let headers = tighter(rate_seen, quota_seen);
+    let detail = match *rule {
+        "rate_per_minute" => format!(
+            "caller {} may send {} a minute (burst {}) (rule: rate_per_minute)",
+            rules.name,
+            per_minute(*rate),
+            rate.burst
+        ),
+        "rate_per_second" => format!(
+            "account {} may send {} messages a second (rule: rate_per_second)",
+            account.name, rate.burst
+        ),
+        _ => format!(
+            "{} was sent {} messages in a burst; WhatsApp allows one every {} ms after that (rule: recipient_interval_ms)",
+            to.masked(),
+            rate.burst,
+            rate.interval.as_millis()
+        ),
+    };
+    Err((limited(rule, decision, detail), headers))
+}
+
+/// Returns the unit of daily quota a refused send took.
+async fn give_back(state: &AppState, rules: &Rules, caller_key: &str) {
+    if rules.daily_quota.is_some() {
+        // Best effort: if Redis fails here too, the quota counts one send too many.
+        if let Err(e) = state.limiter.give_back_daily(caller_key).await {
+            tracing::warn!(error = %e, "a refused send still counts towards its caller's daily quota");
+        }
+    }
+}
+
+fn per_minute(rate: Rate) -> u64 {
+    let interval = rate.interval.as_millis().max(1);
+    (60_000 + interval / 2).div_euclid(interval) as u64
+}
+
+fn limited(rule: &'static str, decision: &Decision, detail: String) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_s: seconds(decision.retry_after).max(1),
+        detail,
+        rule: Some(rule),
+    }
+}
+
+fn unavailable(e: StoreError) -> Refusal {
+    tracing::warn!(error = %e, "refusing a send: its limits cannot be checked");
+    (ApiError::LimitsUnavailable, None)
+}
