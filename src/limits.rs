@@ -176,7 +176,8 @@ pub enum Limiter {
 }
 
 /// GCRA in Redis, on Redis's clock, for several limits at once: all of them take a unit, or
-/// none does. KEYS[i]: the TAT keys; ARGV[2i-1], ARGV[2i]: each one's interval (ms) and burst.
+/// none does. KEYS[i]: the TAT keys; ARGV[1]: `1` to take, `0` only to look; ARGV[2i],
+/// ARGV[2i+1]: each one's interval (ms) and burst.
 /// Returns, per key, {allowed (1/0), remaining, reset (ms), retry after (ms)}, each judged alone.
 /// A TAT expires when it is reached (a key that has refilled is the same as no key): nothing
 /// lingers. The TAT is written with `%d`: `tostring` would write a large number in exponent
@@ -185,10 +186,10 @@ const GCRA_LUA: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local out, writes, all = {}, {}, true
+local out, writes, all = {}, {}, ARGV[1] == '1'
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[2 * i])
+  local burst = tonumber(ARGV[2 * i + 1])
   local tat = now
   local stored = redis.call('GET', key)
   if stored then tat = math.max(tonumber(stored) or now, now) end
@@ -214,7 +215,8 @@ return out
 ";
 
 /// One more under today's count (the UTC day on Redis's clock) unless it has reached the quota.
-/// ARGV: the caller's key, the quota, the count's TTL in seconds ([`QUOTA_TTL_S`]).
+/// ARGV: the caller's key, the quota, the count's TTL in seconds ([`QUOTA_TTL_S`]), `1` to count
+/// or `0` only to look.
 /// Returns {allowed (1/0), today's count, reset (ms)}.
 ///
 /// The key, `qikchat-relay:quota:<days since 1970-01-01>:<key>`, is built here from `TIME` rather
@@ -231,6 +233,7 @@ local key = 'qikchat-relay:quota:' .. string.format('%d', day) .. ':' .. ARGV[1]
 local quota = tonumber(ARGV[2])
 local count = tonumber(redis.call('GET', key) or '0') or 0
 if count >= quota then return {0, count, reset} end
+if ARGV[4] ~= '1' then return {1, count + 1, reset} end
 count = redis.call('INCR', key)
 if count == 1 then redis.call('EXPIRE', key, ARGV[3]) end
 return {1, count, reset}
@@ -292,14 +295,29 @@ impl Limiter {
     /// nothing from any. Each decision is its limit's own verdict, in the order given; a send is
     /// allowed only if all are.
     pub async fn take_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, StoreError> {
+        self.judge(limits, true).await
+    }
+
+    /// What [`Limiter::take_all`] would decide now, taking nothing: for the `RateLimit-*`
+    /// headers of answers that send nothing.
+    pub async fn peek_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, StoreError> {
+        self.judge(limits, false).await
+    }
+
+    async fn judge(
+        &self,
+        limits: &[(&str, Rate)],
+        take: bool,
+    ) -> Result<Vec<Decision>, StoreError> {
         match self {
-            Self::Memory(memory) => memory.take_all(limits),
+            Self::Memory(memory) => memory.judge_at(limits, memory.now_ms(), take),
             Self::Redis(redis) => {
                 if limits.is_empty() {
                     return Ok(Vec::new());
                 }
                 let mut redis = redis.clone();
                 let mut invocation = GCRA_SCRIPT.prepare_invoke();
+                invocation.arg(u8::from(take));
                 for (key, rate) in limits {
                     invocation
                         .key(format!("qikchat-relay:limit:{key}"))
@@ -340,14 +358,26 @@ impl Limiter {
     /// Counts one under `key` for the current UTC day (the day changes at 00:00 UTC), refusing
     /// beyond `quota`; a refused request counts nothing. `reset` = time until the next 00:00 UTC.
     pub async fn take_daily(&self, key: &str, quota: u64) -> Result<Decision, StoreError> {
+        self.daily(key, quota, true).await
+    }
+
+    /// What [`Limiter::take_daily`] would decide now, counting nothing.
+    pub async fn peek_daily(&self, key: &str, quota: u64) -> Result<Decision, StoreError> {
+        self.daily(key, quota, false).await
+    }
+
+    async fn daily(&self, key: &str, quota: u64, take: bool) -> Result<Decision, StoreError> {
         match self {
-            Self::Memory(memory) => memory.take_daily(key, quota),
+            Self::Memory(memory) => {
+                memory.take_daily_at(key, quota, unix_ms(), memory.now_ms(), take)
+            }
             Self::Redis(redis) => {
                 let mut redis = redis.clone();
                 let (allowed, count, reset): (i64, i64, i64) = DAILY_SCRIPT
                     .arg(key)
                     .arg(quota)
                     .arg(QUOTA_TTL_S)
+                    .arg(u8::from(take))
                     .invoke_async(&mut redis)
                     .await
                     .map_err(redis_error)?;
@@ -444,36 +474,30 @@ impl MemoryLimits {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn take_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, StoreError> {
-        self.take_all_at(limits, self.now_ms())
-    }
-
     #[cfg(test)]
     fn take_at(&self, key: &str, rate: Rate, now_ms: u64) -> Result<Decision, StoreError> {
-        let decisions = self.take_all_at(&[(key, rate)], now_ms)?;
+        let decisions = self.judge_at(&[(key, rate)], now_ms, true)?;
         Ok(decisions[0])
     }
 
-    fn take_all_at(
+    /// GCRA for every limit at `now_ms`; when `take` and all allow, each takes its unit.
+    fn judge_at(
         &self,
         limits: &[(&str, Rate)],
         now_ms: u64,
+        take: bool,
     ) -> Result<Vec<Decision>, StoreError> {
         let mut rates = lock(&self.rates);
         let judged: Vec<(Decision, u64)> = limits
             .iter()
             .map(|(key, rate)| gcra(rates.get(key).copied(), now_ms, *rate))
             .collect();
-        if judged.iter().all(|(decision, _)| decision.allowed) {
+        if take && judged.iter().all(|(decision, _)| decision.allowed) {
             for ((key, _), (_, new_tat)) in limits.iter().zip(&judged) {
                 rates.set(key, *new_tat, now_ms, |tat| *tat > now_ms)?;
             }
         }
         Ok(judged.into_iter().map(|(decision, _)| decision).collect())
-    }
-
-    fn take_daily(&self, key: &str, quota: u64) -> Result<Decision, StoreError> {
-        self.take_daily_at(key, quota, unix_ms(), self.now_ms())
     }
 
     fn take_daily_at(
@@ -482,6 +506,7 @@ impl MemoryLimits {
         quota: u64,
         unix_ms: u64,
         now_ms: u64,
+        take: bool,
     ) -> Result<Decision, StoreError> {
         let today = unix_ms / DAY_MS;
         let mut quotas = lock(&self.quotas);
@@ -490,7 +515,7 @@ impl MemoryLimits {
             _ => 0,
         };
         let (decision, new_count) = daily(count, quota, unix_ms);
-        if let Some(count) = new_count {
+        if let Some(count) = new_count.filter(|_| take) {
             quotas.set(key, (today, count), now_ms, |(day, _)| *day == today)?;
         }
         Ok(decision)
@@ -829,7 +854,7 @@ mod tests {
         let limits = MemoryLimits::new(10);
         let day = 20_000 * DAY_MS;
         let noon = day + DAY_MS / 2;
-        let take = |key: &str, at: u64| limits.take_daily_at(key, 2, at, 0).expect("room");
+        let take = |key: &str, at: u64| limits.take_daily_at(key, 2, at, 0, true).expect("room");
         assert_eq!(take("q", noon).remaining, 1);
         assert_eq!(take("q", noon).remaining, 0);
         let refused = take("q", noon);
@@ -856,12 +881,15 @@ mod tests {
     fn yesterdays_counts_are_swept() {
         let limits = MemoryLimits::new(2);
         let day = 20_000 * DAY_MS;
-        limits.take_daily_at("a", 5, day, 0).expect("room");
-        limits.take_daily_at("b", 5, day, 0).expect("room");
-        assert!(limits.take_daily_at("c", 5, day, 1).is_err(), "full today");
+        limits.take_daily_at("a", 5, day, 0, true).expect("room");
+        limits.take_daily_at("b", 5, day, 0, true).expect("room");
+        assert!(
+            limits.take_daily_at("c", 5, day, 1, true).is_err(),
+            "full today"
+        );
         assert!(
             limits
-                .take_daily_at("c", 5, day + DAY_MS, 1000)
+                .take_daily_at("c", 5, day + DAY_MS, 1000, true)
                 .expect("swept")
                 .allowed
         );

@@ -156,7 +156,16 @@ pub fn metrics() -> PrometheusHandle {
             metrics::gauge!("relay_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             // Counters that alerts divide or take rates of exist from the start, at 0, rather
             // than appearing with their first event.
-            for reason in ["overloaded", "draining", "rate_limited"] {
+            // `rate_limited` is Qikchat's 429; the relay's own limits count under their rule.
+            for reason in [
+                "overloaded",
+                "draining",
+                "rate_limited",
+                "rate_per_minute",
+                "daily_quota",
+                "rate_per_second",
+                "recipient_interval_ms",
+            ] {
                 metrics::counter!("relay_rejections_total", "reason" => reason).increment(0);
             }
             for result in ["replayed", "in_flight", "reused", "outcome_unknown"] {

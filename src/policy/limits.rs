@@ -190,3 +190,37 @@ fn unavailable(e: StoreError) -> Refusal {
     tracing::warn!(error = %e, "refusing a send: its limits cannot be checked");
     (ApiError::LimitsUnavailable, None)
 }
+
+/// The caller's rate and quota as they stand, taking nothing: the `RateLimit-*` headers of an
+/// answer that sent nothing (a refused or invalid request, a replay, a status lookup). `None`
+/// for a caller without limits, or when the store cannot say.
+pub async fn current(state: &AppState, rules: &Rules) -> Option<RateLimitHeaders> {
+    let caller_key = format!("caller:{}", rules.name);
+    let mut rate_seen = None;
+    if let Some(rate) = rules.rate {
+        let decision = state
+            .limiter
+            .peek_all(&[(caller_key.as_str(), rate)])
+            .await
+            .ok()?
+            .into_iter()
+            .next()?;
+        rate_seen = Some(as_it_stands(&decision, rate.interval));
+    }
+    let mut quota_seen = None;
+    if let Some(quota) = rules.daily_quota {
+        let decision = state.limiter.peek_daily(&caller_key, quota).await.ok()?;
+        quota_seen = Some(as_it_stands(&decision, Duration::ZERO));
+    }
+    tighter(rate_seen, quota_seen)
+}
+
+/// A peeked decision says what taking one would leave; the headers say what is left now.
+fn as_it_stands(decision: &Decision, interval: Duration) -> RateLimitHeaders {
+    let mut seen = RateLimitHeaders::from(decision);
+    if decision.allowed {
+        seen.remaining += 1;
+        seen.reset_s = seconds(decision.reset.saturating_sub(interval));
+    }
+    seen
+}

@@ -1,11 +1,17 @@
 //! `GET /messages/{id}`: a message's delivery status, from Qikchat's status lookup.
 
-use axum::{Json, extract::Path};
+use axum::{
+    Json,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+};
 use tracing::{Span, error, warn};
 
 use crate::{
+    app::AppState,
     auth::Caller,
     error::{ApiError, FieldError, Result},
+    policy::limits,
     qikchat::{self, MessageStatus},
 };
 
@@ -20,7 +26,10 @@ const MAX_ID_LEN: usize = 128;
     summary = "Look up a message's delivery status",
     params(("id" = String, Path, description = "The id `POST /send` answered with", max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")),
     responses(
-        (status = 200, description = "The latest status Qikchat knows", body = MessageStatus),
+        (status = 200, description = "The latest status Qikchat knows", body = MessageStatus,
+            headers(("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota: as on `POST /send` (a lookup takes nothing)"),
+                ("RateLimit-Remaining" = u64, description = "As on `POST /send`"),
+                ("RateLimit-Reset" = u64, description = "As on `POST /send`"))),
         (status = 401, description = "`unauthorized`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the caller's account is no longer configured (rule `account`)", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -36,7 +45,20 @@ const MAX_ID_LEN: usize = 128;
     ),
     security(("bearer" = []))
 )]
-pub async fn status(caller: Caller, Path(id): Path<String>) -> Result<Json<MessageStatus>> {
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    let mut answer = lookup(&caller, id).await.into_response();
+    // A caller with limits learns where it stands on every answer (`RateLimit-*`).
+    if let Some(limit) = limits::current(&state, &caller.rules).await {
+        limit.add_headers(answer.headers_mut());
+    }
+    answer
+}
+
+async fn lookup(caller: &Caller, id: String) -> Result<Json<MessageStatus>> {
     let well_formed = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id

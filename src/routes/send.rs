@@ -130,7 +130,12 @@ pub async fn send(
         Ok(sent) => sent.response,
         Err(e) => e.into_response(),
     };
-    if let Some(limit) = &attempt.rate_limit {
+    // Every answer to a caller with limits says where it stands, even one that sent nothing.
+    let limit = match attempt.rate_limit {
+        Some(limit) => Some(limit),
+        None => limits::current(&state, &caller.rules).await,
+    };
+    if let Some(limit) = limit {
         limit.add_headers(response.headers_mut());
     }
     response

@@ -263,3 +263,32 @@ async fn several_limits_are_taken_together_or_not_at_all() {
         "the refused request took nothing: {alone:?}"
     );
 }
+
+#[tokio::test]
+async fn peeking_takes_nothing() {
+    let redis = Redis::start().await;
+    let (one, _) = replicas(&redis);
+    let rate = Rate::every(Duration::from_secs(60), 2);
+    for _ in 0..3 {
+        let peeked = one
+            .peek_all(&[("caller:billing", rate)])
+            .await
+            .expect("Redis");
+        assert!(peeked[0].allowed && peeked[0].remaining == 1, "{peeked:?}");
+        let quota = one.peek_daily("caller:billing", 1).await.expect("Redis");
+        assert!(quota.allowed, "{quota:?}");
+    }
+    assert!(keys(&redis, "qikchat-relay:*").await.is_empty());
+    assert!(
+        one.take_daily("caller:billing", 1)
+            .await
+            .expect("Redis")
+            .allowed
+    );
+    assert!(
+        !one.peek_daily("caller:billing", 1)
+            .await
+            .expect("Redis")
+            .allowed
+    );
+}

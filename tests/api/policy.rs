@@ -138,9 +138,11 @@ async fn the_daily_quota_counts_sends_and_resets_at_midnight_utc() {
     let app = relay_with_file(&dir, &file, &[]).await;
     app.qikchat_accepts("m-1", 2).await;
 
-    // An invalid request is refused before any limit: it uses nothing.
+    // An invalid request is refused before any limit: it uses nothing, and says what is left.
     let invalid = app.send(&json!({"to": RECIPIENT, "type": "text"})).await;
     assert_eq!(invalid.status(), 422);
+    assert_eq!(header_u64(&invalid, "ratelimit-limit"), Some(2));
+    assert_eq!(header_u64(&invalid, "ratelimit-remaining"), Some(2));
     for remaining in [1, 0] {
         let sent = app.send(&text_to(RECIPIENT)).await;
         assert_eq!(sent.status(), 200);
@@ -162,6 +164,9 @@ async fn the_daily_quota_counts_sends_and_resets_at_midnight_utc() {
     }
     let problem = problem(refused, 429, "rate_limited").await;
     assert_eq!(problem["rule"], "daily_quota");
+    // Any answer to this caller says where it stands, a status lookup too.
+    let lookup = app.get("/messages/m-1").await;
+    assert_eq!(header_u64(&lookup, "ratelimit-remaining"), Some(0));
     assert!(
         problem["detail"]
             .as_str()
@@ -667,4 +672,24 @@ async fn sighup_reloads_the_callers_file_at_once() {
     for line in &output {
         assert!(!line.contains(KEY) && !line.contains(OTHER_TOKEN), "{line}");
     }
+}
+
+#[test]
+fn the_example_callers_file_in_deploy_is_one_the_relay_accepts() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/clients.example.toml");
+    // Sandbox mode: the example's key files are not on this machine.
+    let config = qikchat_relay::config::Config::from_pairs([
+        ("RELAY_SANDBOX", "true"),
+        ("RELAY_CLIENTS_FILE", path),
+    ])
+    .expect("the example loads");
+    let (spec, _) = qikchat_relay::policy::load(&config.policy).expect("loads");
+    assert!(spec.callers.len() >= 3, "{spec:?}");
+    assert!(spec.accounts.len() >= 2, "{spec:?}");
+    assert!(
+        spec.callers
+            .iter()
+            .any(|(_, rules)| rules.daily_quota.is_some())
+    );
+    assert!(spec.accounts.values().any(|a| a.recipient_rate.is_some()));
 }
