@@ -29,6 +29,15 @@ ENV CARGO_INCREMENTAL=0 \
     CARGO_TERM_COLOR=never \
     CARGO_NET_RETRY=5
 
+# jemalloc, the relay's allocator (bench/PROFILE.md), is built from C sources with make, which the
+# slim Rust image lacks. Skipped when the build image has it (deploy/test-image.sh's, offline).
+# hadolint ignore=DL3008
+RUN if ! command -v make > /dev/null; then \
+        apt-get update && \
+        apt-get install -y --no-install-recommends make=4.3-4.1 && \
+        rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # .dockerignore keeps target/, .git/, deploy/ and anything that looks like a secret out of this copy.
 COPY . .
 

@@ -46,10 +46,10 @@ IMAGE_MAX_MB=${IMAGE_MAX_MB:-40}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 HADOLINT_VERSION=2.15.1
-# gcc/libc6-dev: the build image's linker; the rest: what the runtime image is made of. That is
+# gcc/libc6-dev: the build image's linker; make: jemalloc's build; the rest: what the runtime image is made of. That is
 # what gcr.io/distroless/cc-debian12 carries (libssl, libstdc++ and libgomp included, although the
 # relay needs only glibc and libgcc), so that the size check is representative of the real image.
-ROOTFS_PACKAGES=gcc,libc6-dev,ca-certificates,libgcc-s1,libgomp1,libstdc++6,libssl3,tzdata,netbase
+ROOTFS_PACKAGES=gcc,libc6-dev,make,ca-certificates,libgcc-s1,libgomp1,libstdc++6,libssl3,tzdata,netbase
 RUNTIME_PACKAGES=(base-files libc6 libgcc-s1 libgomp1 libstdc++6 libssl3 tzdata netbase)
 RUNTIME_BASE=localhost/qikchat-ci/distroless-cc:$SUITE-nonroot
 
