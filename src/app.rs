@@ -40,7 +40,18 @@ use crate::{
     policy::Live,
     preflight::Preflight,
     routes, telemetry,
+    webhooks::{
+        Store as WebhookStore, Webhooks, redis_store::RedisStore, sqlite_store::SqliteStore,
+    },
 };
+
+/// This replica's name among the consumers of the webhook stream: its host name and process id.
+fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "relay".to_owned());
+    format!("{host}-{}", std::process::id())
+}
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,12 +73,39 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub idempotency: Arc<Idempotency>,
     pub preflight: Arc<Preflight>,
+    /// Qikchat's webhooks and their fan-out, when `RELAY_WEBHOOK_SECRET` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 impl AppState {
     pub fn new(config: &Config) -> std::io::Result<Self> {
-        let policy = Live::start(config.policy.clone(), config.upstream_timeout())
-            .map_err(std::io::Error::other)?;
+        let policy = Arc::new(
+            Live::start(config.policy.clone(), config.upstream_timeout())
+                .map_err(std::io::Error::other)?,
+        );
+        let webhooks = match &config.webhooks {
+            None => None,
+            Some(settings) => {
+                let store = match &config.redis_url {
+                    Some(url) => WebhookStore::Redis(
+                        RedisStore::new(url.expose_secret(), REDIS_TIMEOUT, consumer_name())
+                            .map_err(|_| {
+                                std::io::Error::other(
+                                    "RELAY_REDIS_URL: cannot create a Redis client",
+                                )
+                            })?,
+                    ),
+                    None => WebhookStore::Sqlite(
+                        SqliteStore::open(&settings.data_dir)
+                            .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
+                    ),
+                };
+                Some(
+                    Webhooks::new(settings.clone(), store, policy.clone())
+                        .map_err(std::io::Error::other)?,
+                )
+            }
+        };
         let no_client = |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client");
         let (store, limiter) = match &config.redis_url {
             Some(url) => (
@@ -93,7 +131,8 @@ impl AppState {
                 config.idempotency_lease(),
                 config.idempotency_ttl(),
             )),
-            policy: Arc::new(policy),
+            webhooks,
+            policy,
             limiter: Arc::new(limiter),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
@@ -130,6 +169,18 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
+        .route(
+            "/webhooks/qikchat/{secret}",
+            post(routes::webhooks::receive),
+        )
+        .route(
+            "/webhooks/dead-letters",
+            get(routes::webhooks::dead_letters),
+        )
+        .route(
+            "/webhooks/dead-letters/{id}/replay",
+            post(routes::webhooks::replay),
+        )
         .merge(routes::docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -160,6 +211,9 @@ impl App {
             .policy
             .clone()
             .watch(Duration::from_millis(config.reload_interval_ms));
+        if let Some(webhooks) = &state.webhooks {
+            webhooks.start();
+        }
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self {
             router: router(state.clone(), config.max_body_bytes),

@@ -43,6 +43,27 @@ pub struct Config {
     /// A `tracing` filter directive such as `info` or `qikchat_relay=debug,info`.
     pub log_filter: String,
     pub traces: Traces,
+    /// Receiving Qikchat's webhooks: on when `RELAY_WEBHOOK_SECRET` is set.
+    pub webhooks: Option<WebhookSettings>,
+}
+
+/// How Qikchat's webhooks are received and passed on.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The secret path segment of `POST /webhooks/qikchat/{secret}`.
+    pub path_secret: SecretString,
+    /// Basic Auth Qikchat must send, when set: user and password.
+    pub basic_auth: Option<(String, SecretString)>,
+    /// The embedded store's directory, when there is no Redis.
+    pub data_dir: PathBuf,
+    pub retry_base: Duration,
+    pub max_attempts: u32,
+    /// SHA-256 of `RELAY_ADMIN_TOKEN`, for the dead-letter endpoints.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// How long the relay remembers who sent a message, to route its statuses.
+    pub owner_ttl: Duration,
+    /// How long one delivery to a subscriber may take.
+    pub delivery_timeout: Duration,
 }
 
 /// Whether spans are exported. The OpenTelemetry SDK reads the other `OTEL_*` variables itself
@@ -144,6 +165,99 @@ struct Env {
     otel_exporter_otlp_traces_protocol: Option<String>,
     otel_service_name: Option<String>,
     otel_resource_attributes: Option<String>,
+    relay_webhook_secret: Option<String>,
+    relay_webhook_basic_auth: Option<String>,
+    relay_data_dir: Option<PathBuf>,
+    #[serde(default = "default_webhook_retry_base_ms")]
+    relay_webhook_retry_base_ms: u64,
+    #[serde(default = "default_webhook_max_attempts")]
+    relay_webhook_max_attempts: u32,
+    #[serde(default = "default_webhook_timeout_ms")]
+    relay_webhook_timeout_ms: u64,
+    relay_admin_token: Option<String>,
+    #[serde(default = "default_message_owner_ttl_s")]
+    relay_message_owner_ttl_s: u64,
+}
+
+fn default_webhook_retry_base_ms() -> u64 {
+    1_000
+}
+fn default_webhook_max_attempts() -> u32 {
+    10
+}
+fn default_webhook_timeout_ms() -> u64 {
+    5_000
+}
+fn default_message_owner_ttl_s() -> u64 {
+    7 * 86_400
+}
+
+/// The webhook settings, when `RELAY_WEBHOOK_SECRET` turns the endpoint on.
+fn webhooks(env: &Env) -> Result<Option<WebhookSettings>, ConfigError> {
+    let Some(secret) = env
+        .relay_webhook_secret
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(None);
+    };
+    // It travels in a URL path: long, and only characters that need no escaping.
+    if secret.len() < 16
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+    {
+        return Err(ConfigError::new(
+            "RELAY_WEBHOOK_SECRET",
+            "must be at least 16 of A-Z a-z 0-9 - _ . ~ (it is a URL path segment)",
+        ));
+    }
+    let basic_auth = match env.relay_webhook_basic_auth.as_deref() {
+        None | Some("") => None,
+        Some(pair) => {
+            let (user, password) = pair
+                .split_once(':')
+                .filter(|(u, p)| !u.is_empty() && !p.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::new("RELAY_WEBHOOK_BASIC_AUTH", "must be user:password")
+                })?;
+            Some((user.to_owned(), SecretString::from(password)))
+        }
+    };
+    let admin_token_sha256 = match env.relay_admin_token.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(token) if token.len() < 16 => {
+            return Err(ConfigError::new(
+                "RELAY_ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        Some(token) => Some(Sha256::digest(token.as_bytes()).into()),
+    };
+    positive(
+        "RELAY_WEBHOOK_RETRY_BASE_MS",
+        env.relay_webhook_retry_base_ms,
+    )?;
+    positive(
+        "RELAY_WEBHOOK_MAX_ATTEMPTS",
+        u64::from(env.relay_webhook_max_attempts),
+    )?;
+    positive("RELAY_WEBHOOK_TIMEOUT_MS", env.relay_webhook_timeout_ms)?;
+    positive("RELAY_MESSAGE_OWNER_TTL_S", env.relay_message_owner_ttl_s)?;
+    Ok(Some(WebhookSettings {
+        path_secret: SecretString::from(secret),
+        basic_auth,
+        data_dir: env
+            .relay_data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        retry_base: Duration::from_millis(env.relay_webhook_retry_base_ms),
+        max_attempts: env.relay_webhook_max_attempts,
+        admin_token_sha256,
+        owner_ttl: Duration::from_secs(env.relay_message_owner_ttl_s),
+        delivery_timeout: Duration::from_millis(env.relay_webhook_timeout_ms),
+    }))
 }
 
 fn default_idempotency_ttl_s() -> u64 {
@@ -276,6 +390,7 @@ impl Config {
         let env: Env = envy::from_iter(pairs).map_err(envy_error)?;
 
         let traces = traces(&env)?;
+        let webhooks = webhooks(&env)?;
         let default_key = match (env.qikchat_api_key, env.qikchat_api_key_file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -389,6 +504,7 @@ impl Config {
             idempotency_lease_ms,
             idempotency_max_keys: env.relay_idempotency_max_keys,
             traces,
+            webhooks,
         })
     }
 
@@ -601,6 +717,60 @@ mod tests {
             .concat();
             let error = config(&pairs).expect_err("refused");
             assert_eq!(error.variable, variable, "{error}");
+        }
+    }
+
+    #[test]
+    fn webhooks_are_on_with_a_secret_and_every_setting_is_checked() {
+        let base = [
+            ("QIKCHAT_API_KEY", KEY),
+            ("RELAY_CLIENTS", "billing:tok_SENTINEL_0123456789abcdef"),
+        ];
+        let with = |extra: &[(&str, &str)]| config(&[&base[..], extra].concat());
+        assert!(with(&[]).expect("valid").webhooks.is_none());
+        let on = with(&[("RELAY_WEBHOOK_SECRET", "hook-0123456789abcdef")])
+            .expect("valid")
+            .webhooks
+            .expect("on");
+        assert_eq!(on.data_dir, PathBuf::from("./data"));
+        assert_eq!(on.retry_base, Duration::from_secs(1));
+        assert_eq!(on.max_attempts, 10);
+        assert_eq!(on.owner_ttl, Duration::from_secs(7 * 86_400));
+        assert!(on.basic_auth.is_none() && on.admin_token_sha256.is_none());
+        for (pairs, variable) in [
+            (
+                vec![("RELAY_WEBHOOK_SECRET", "short")],
+                "RELAY_WEBHOOK_SECRET",
+            ),
+            (
+                vec![("RELAY_WEBHOOK_SECRET", "has/a/slash/0123456789")],
+                "RELAY_WEBHOOK_SECRET",
+            ),
+            (
+                vec![
+                    ("RELAY_WEBHOOK_SECRET", "hook-0123456789abcdef"),
+                    ("RELAY_WEBHOOK_BASIC_AUTH", "nopassword"),
+                ],
+                "RELAY_WEBHOOK_BASIC_AUTH",
+            ),
+            (
+                vec![
+                    ("RELAY_WEBHOOK_SECRET", "hook-0123456789abcdef"),
+                    ("RELAY_ADMIN_TOKEN", "short"),
+                ],
+                "RELAY_ADMIN_TOKEN",
+            ),
+            (
+                vec![
+                    ("RELAY_WEBHOOK_SECRET", "hook-0123456789abcdef"),
+                    ("RELAY_WEBHOOK_MAX_ATTEMPTS", "0"),
+                ],
+                "RELAY_WEBHOOK_MAX_ATTEMPTS",
+            ),
+        ] {
+            let error = with(&pairs).expect_err("refused");
+            assert_eq!(error.variable, variable, "{error}");
+            assert!(!error.to_string().contains("0123456789abcdef"), "{error}");
         }
     }
 

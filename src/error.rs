@@ -25,6 +25,9 @@ pub enum ApiError {
     Malformed(String),
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// A webhook call without the Basic Auth `RELAY_WEBHOOK_BASIC_AUTH` asks for.
+    #[error("valid Basic Auth credentials are required")]
+    WebhookUnauthorized,
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -128,7 +131,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::WebhookUnauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -153,7 +156,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed_request",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::WebhookUnauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -224,8 +227,17 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after_s() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if matches!(self, Self::Unauthorized) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::WebhookUnauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"qikchat-relay\""),
+                );
+            }
+            _ => {}
         }
         // The request id is added by `problem_json`, which knows the request.
         response.extensions_mut().insert(self.problem(""));

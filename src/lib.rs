@@ -34,3 +34,4 @@ pub mod preflight;
 pub mod qikchat;
 pub mod routes;
 pub mod telemetry;
+pub mod webhooks;

@@ -86,6 +86,107 @@ pub struct Rules {
     pub destinations: Option<Vec<String>>,
     pub rate: Option<Rate>,
     pub daily_quota: Option<u64>,
+    /// Where this caller receives statuses of its messages and customers' messages.
+    pub webhooks: Option<Subscriber>,
+}
+
+/// A caller's webhook subscriber: its URLs and its signing secret (`whsec_` + base64).
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub statuses: Option<Url>,
+    pub inbound: Option<Url>,
+    /// The HMAC key: the secret's base64 part, decoded.
+    pub key: SecretBytes,
+}
+
+/// Key bytes that `Debug` does not print.
+#[derive(Clone)]
+pub struct SecretBytes(pub Arc<[u8]>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl PartialEq for Subscriber {
+    fn eq(&self, other: &Self) -> bool {
+        self.statuses == other.statuses
+            && self.inbound == other.inbound
+            && self.key.0 == other.key.0
+    }
+}
+
+impl Eq for Subscriber {}
+
+/// Reads `[clients.<name>.webhooks]`; a `secret_file` goes into the fingerprint (re-read on change).
+fn subscriber(
+    hooks: FileWebhooks,
+    field: &dyn Fn(&str) -> String,
+    fingerprint: &mut Sha256,
+) -> Result<Subscriber, PolicyError> {
+    let url = |key: &str, value: Option<String>| -> Result<Option<Url>, PolicyError> {
+        value
+            .map(|v| {
+                Url::parse(&v)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        problem(
+                            field(&format!("webhooks.{key}")),
+                            "must be an http or https URL",
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let statuses = url("statuses", hooks.statuses)?;
+    let inbound = url("inbound", hooks.inbound)?;
+    let secret = match (hooks.secret, hooks.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(problem(
+                field("webhooks.secret"),
+                "set secret or secret_file, not both",
+            ));
+        }
+        (Some(secret), None) => secret,
+        (None, Some(path)) => {
+            let source = field("webhooks.secret_file");
+            let content = std::fs::read(&path)
+                .map_err(|e| problem(&source, format!("cannot read {}: {e}", path.display())))?;
+            fingerprint.update(path.as_os_str().as_encoded_bytes());
+            fingerprint.update(&content);
+            String::from_utf8(content)
+                .map_err(|_| problem(&source, "is not UTF-8"))?
+                .trim()
+                .to_owned()
+        }
+        (None, None) => {
+            return Err(problem(
+                field("webhooks.secret"),
+                "subscribers need secret or secret_file, to verify what the relay sends",
+            ));
+        }
+    };
+    use base64::Engine as _;
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .filter(|key| (16..=64).contains(&key.len()))
+        .ok_or_else(|| {
+            problem(
+                field("webhooks.secret"),
+                "must be whsec_ followed by 16 to 64 bytes in base64 (Standard Webhooks)",
+            )
+        })?;
+    if statuses.is_none() && inbound.is_none() {
+        return Err(problem(field("webhooks"), "set statuses, inbound or both"));
+    }
+    Ok(Subscriber {
+        statuses,
+        inbound,
+        key: SecretBytes(Arc::from(key)),
+    })
 }
 
 impl Rules {
@@ -98,6 +199,7 @@ impl Rules {
             destinations: None,
             rate: None,
             daily_quota: None,
+            webhooks: None,
         }
     }
 
@@ -223,6 +325,15 @@ struct FileAccount {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileWebhooks {
+    statuses: Option<String>,
+    inbound: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileClient {
     token: Option<String>,
     token_sha256: Option<String>,
@@ -233,9 +344,7 @@ struct FileClient {
     rate_per_minute: Option<u32>,
     burst: Option<u32>,
     daily_quota: Option<u64>,
-    /// Receiving Qikchat's webhooks is not built yet: a file that sets it is refused rather than
-    /// silently ignored.
-    webhooks: Option<toml::Value>,
+    webhooks: Option<FileWebhooks>,
 }
 
 /// Reads and checks everything the sources name.
@@ -486,12 +595,10 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
         if spec.daily_quota == Some(0) {
             return Err(problem(field("daily_quota"), "must be at least 1"));
         }
-        if spec.webhooks.is_some() {
-            return Err(problem(
-                field("webhooks"),
-                "receiving Qikchat's webhooks is not implemented in this version",
-            ));
-        }
+        let webhooks = match spec.webhooks {
+            None => None,
+            Some(hooks) => Some(subscriber(hooks, &field, &mut fingerprint)?),
+        };
         callers.push((
             token_sha256,
             Rules {
@@ -502,6 +609,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 destinations,
                 rate,
                 daily_quota: spec.daily_quota,
+                webhooks,
             },
         ));
     }

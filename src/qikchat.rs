@@ -84,6 +84,24 @@ pub struct MessageStatus {
     pub updated_at: Option<String>,
 }
 
+impl MessageStatus {
+    /// Reads a status from Qikchat's `payload` (`{id, message: {status, type, sentAt, ...}}`), the
+    /// same in a status lookup's answer and in a status webhook. `None` without a status.
+    pub fn from_payload(id: &str, payload: &Value) -> Option<Self> {
+        let details = payload.get("message").unwrap_or(&Value::Null);
+        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            id: text(payload, "id").unwrap_or_else(|| id.to_owned()),
+            status: text(details, "status")?,
+            message_type: text(details, "type"),
+            sent_at: text(details, "sentAt"),
+            delivered_at: text(details, "deliveredAt"),
+            read_at: text(details, "readAt"),
+            updated_at: text(details, "lastUpdatedAt"),
+        })
+    }
+}
+
 /// Why a call to Qikchat did not succeed. Variants differ in whether the message may have gone out.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -416,19 +434,8 @@ impl Qikchat {
             .pointer("/message/payload")
             .or_else(|| json.get("payload"))
             .ok_or_else(|| unreadable("the answer carries no payload"))?;
-        let details = payload.get("message").unwrap_or(&Value::Null);
-        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-        let status =
-            text(details, "status").ok_or_else(|| unreadable("the answer carries no status"))?;
-        Ok(MessageStatus {
-            id: text(payload, "id").unwrap_or_else(|| id.to_owned()),
-            status,
-            message_type: text(details, "type"),
-            sent_at: text(details, "sentAt"),
-            delivered_at: text(details, "deliveredAt"),
-            read_at: text(details, "readAt"),
-            updated_at: text(details, "lastUpdatedAt"),
-        })
+        MessageStatus::from_payload(id, payload)
+            .ok_or_else(|| unreadable("the answer carries no status"))
     }
 
     /// The shared part of reading any answer: HTTP status, then `status: false`. Returns the JSON
@@ -525,7 +532,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Bytes, ReadErro
 }
 
 /// An error with its causes, for logs (reqwest's own `Display` hides the useful part).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

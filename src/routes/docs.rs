@@ -16,7 +16,11 @@ use crate::{
     app::AppState,
     error::{ApiError, FieldError, Problem},
     qikchat::MessageStatus,
-    routes::{health, messages, send},
+    routes::{health, messages, send, webhooks},
+    webhooks::{
+        DeadLetter,
+        event::{WebhookData, WebhookEvent},
+    },
 };
 
 #[derive(OpenApi)]
@@ -27,12 +31,32 @@ use crate::{
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     servers((url = "/", description = "This relay")),
-    paths(send::send, messages::status, health::healthz, health::readyz, health::metrics),
-    components(schemas(Problem, FieldError, send::SendResponse, MessageStatus, health::Health)),
+    paths(
+        send::send,
+        messages::status,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        webhooks::receive,
+        webhooks::dead_letters,
+        webhooks::replay
+    ),
+    components(schemas(
+        Problem,
+        FieldError,
+        send::SendResponse,
+        MessageStatus,
+        health::Health,
+        webhooks::Received,
+        DeadLetter,
+        WebhookEvent,
+        WebhookData
+    )),
     modifiers(&Security, &SendExamples, &ProblemExamples),
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
         (name = "operations", description = "Health, readiness and metrics for orchestrators"),
+        (name = "webhooks", description = "Qikchat's webhooks, received and passed on to subscribers. What a subscriber receives is the `WebhookEvent` schema, `POST`ed as JSON with the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the subscriber's `whsec_` secret, base64-decoded)."),
     )
 )]
 pub struct ApiDoc;
@@ -48,6 +72,15 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("The caller token the relay's operator gave you"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`RELAY_ADMIN_TOKEN`, for the operator's endpoints"))
                     .build(),
             ),
         );

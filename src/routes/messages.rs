@@ -26,7 +26,7 @@ const MAX_ID_LEN: usize = 128;
     summary = "Look up a message's delivery status",
     params(("id" = String, Path, description = "The id `POST /send` answered with", max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")),
     responses(
-        (status = 200, description = "The latest status Qikchat knows", body = MessageStatus,
+        (status = 200, description = "The latest status: the last one Qikchat posted to the relay's webhook, else Qikchat's status lookup", body = MessageStatus,
             headers(("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota: as on `POST /send` (a lookup takes nothing)"),
                 ("RateLimit-Remaining" = u64, description = "As on `POST /send`"),
                 ("RateLimit-Reset" = u64, description = "As on `POST /send`"))),
@@ -50,7 +50,7 @@ pub async fn status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Response {
-    let mut answer = lookup(&caller, id).await.into_response();
+    let mut answer = lookup(&state, &caller, id).await.into_response();
     // A caller with limits learns where it stands on every answer (`RateLimit-*`).
     if let Some(limit) = limits::current(&state, &caller.rules).await {
         limit.add_headers(answer.headers_mut());
@@ -58,7 +58,7 @@ pub async fn status(
     answer
 }
 
-async fn lookup(caller: &Caller, id: String) -> Result<Json<MessageStatus>> {
+async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<MessageStatus>> {
     let well_formed = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id
@@ -73,6 +73,20 @@ async fn lookup(caller: &Caller, id: String) -> Result<Json<MessageStatus>> {
     let span = Span::current();
     span.record("qikchat_id", id.as_str());
     // Asked of the caller's account: the one its messages are sent through.
+    // The latest status Qikchat posted to the webhook, when there is one: no call needed.
+    if let Some(webhooks) = &state.webhooks {
+        match webhooks.store.latest_status(&id).await {
+            Ok(Some(latest)) => {
+                let payload = serde_json::from_str(&latest.payload).unwrap_or_default();
+                if let Some(status) = MessageStatus::from_payload(&id, &payload) {
+                    span.record("outcome", "from_webhook");
+                    return Ok(Json(status));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "the stored statuses cannot be read; asking Qikchat"),
+        }
+    }
     let account = caller.account()?;
     let result = account.upstream.status(&id).await;
     if let Some(status) = result.as_ref().err().and_then(qikchat::Error::http_status) {

@@ -6,6 +6,7 @@ pub mod health;
 pub mod messages;
 pub mod schema;
 pub mod send;
+pub mod webhooks;
 
 use axum::{
     body::Bytes,

@@ -32,6 +32,7 @@ use crate::{
     preflight::{self, MediaProblem},
     qikchat,
     routes::JsonBody,
+    webhooks::Owner,
 };
 
 /// Qikchat accepted the message for delivery.
@@ -246,7 +247,10 @@ async fn deliver(
     // leave its key without an answer.
     let task = send_and_record(
         state.clone(),
-        account,
+        Sender {
+            caller: caller.name.clone(),
+            account,
+        },
         message,
         warnings,
         claim,
@@ -276,8 +280,7 @@ async fn deliver(
 /// answer and Qikchat's HTTP status, when it answered.
 async fn send_and_record(
     state: AppState,
-    // The account as it was when the request arrived: a reload meanwhile does not change the key.
-    account: Arc<Account>,
+    sender: Sender,
     message: Message,
     warnings: Vec<MediaProblem>,
     claim: Option<Claim>,
@@ -298,7 +301,22 @@ async fn send_and_record(
         None => None,
     };
 
-    let result = account.upstream.send(&message).await;
+    let result = sender.account.upstream.send(&message).await;
+    if let (Ok(accepted), Some(webhooks)) = (&result, &state.webhooks) {
+        // So that the message's statuses, when Qikchat posts them, go back to this caller.
+        let owner = Owner {
+            caller: sender.caller.to_string(),
+            account: sender.account.spec.name.clone(),
+        };
+        let ttl = webhooks.settings.owner_ttl;
+        if let Err(e) = webhooks
+            .store
+            .remember_owner(&accepted.id, &owner, ttl)
+            .await
+        {
+            warn!(error = %e, "the message was sent, but its statuses will not reach its caller");
+        }
+    }
     let qikchat_status = match &result {
         Ok(accepted) => accepted.http_status,
         Err(e) => e.http_status(),
@@ -360,6 +378,13 @@ async fn send_and_record(
 fn unprotected(e: idempotency::StoreError) -> ApiError {
     warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
     ApiError::StoreUnavailable
+}
+
+/// Who sends: the caller, and its account as it was when the request arrived (a reload meanwhile
+/// does not change the key).
+struct Sender {
+    caller: Arc<str>,
+    account: Arc<Account>,
 }
 
 /// A stored answer, given again as it was, marked as a replay.

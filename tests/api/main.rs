@@ -15,3 +15,5 @@ mod process;
 mod send;
 mod status;
 mod validation;
+mod webhook_store;
+mod webhooks;

@@ -1,0 +1,225 @@
+//! Reading Qikchat's webhook bodies, and writing what subscribers receive.
+//!
+//! Qikchat's bodies are only partly documented (shared/qikchat-api.md), so reading is tolerant:
+//! both envelopes (`{event, payload}` and `{message: {event, payload}}`), unknown fields kept,
+//! `contacts` optional. What subscribers receive is documented in the OpenAPI document
+//! (`WebhookEvent`) and stable.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{Event, Kind};
+
+/// Why a body is not an event the relay can take.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("the body is not JSON")]
+    NotJson,
+    #[error("the body has no event and payload (neither at the top nor under message)")]
+    NoEnvelope,
+    #[error("the event {0:?} is neither a status nor an inbound message")]
+    UnknownEvent(String),
+}
+
+/// Reads one webhook body received for `account` at `received_at_ms`.
+pub fn parse(body: &[u8], account: &str, received_at_ms: u64) -> Result<Event, Unreadable> {
+    let json: Value = serde_json::from_slice(body).map_err(|_| Unreadable::NotJson)?;
+    let envelope = if json.get("payload").is_some() {
+        &json
+    } else {
+        json.get("message")
+            .filter(|m| m.get("payload").is_some())
+            .ok_or(Unreadable::NoEnvelope)?
+    };
+    let payload = envelope.get("payload").cloned().unwrap_or(Value::Null);
+    let event = envelope
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let message_id = payload
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let status = payload
+        .pointer("/message/status")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    // Statuses carry one; `...:in` is a customer's message. Anything else is not for us.
+    let kind = if status.is_some() || event.contains("status") || event.ends_with(":dlr") {
+        Kind::Status
+    } else if event.ends_with(":in") || event.contains("inbound") {
+        Kind::Inbound
+    } else {
+        return Err(Unreadable::UnknownEvent(event));
+    };
+    let key = match (kind, message_id.is_empty(), &status) {
+        (Kind::Status, false, Some(status)) => format!("status:{message_id}:{status}"),
+        (Kind::Inbound, false, _) => format!("inbound:{message_id}"),
+        // Nothing names it: the body itself does (Qikchat resends the same bytes).
+        _ => format!("body:{}", hex(&Sha256::digest(body))),
+    };
+    Ok(Event {
+        key: format!("{account}:{key}"),
+        kind,
+        message_id,
+        status,
+        account: account.to_owned(),
+        received_at_ms,
+        event,
+        payload,
+    })
+}
+
+/// What a subscriber receives (Standard Webhooks' `{type, timestamp, data}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEvent {
+    /// `message.status` (a message this caller sent changed status) or `message.inbound` (a
+    /// customer wrote to this caller's account).
+    #[schema(examples("message.status"))]
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the relay received it from Qikchat, RFC 3339.
+    #[schema(examples("2026-11-25T10:15:02.123Z"))]
+    pub timestamp: String,
+    pub data: WebhookData,
+}
+
+/// The event's content.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookData {
+    /// Qikchat's message id: the id `POST /send` answered with, for a status.
+    #[schema(examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
+    pub id: String,
+    /// For `message.status`: `sent`, `delivered`, `read`, `failed`, ... as Qikchat names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(examples("delivered"))]
+    pub status: Option<String>,
+    /// For `message.inbound`: the customer's number, as Qikchat gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(examples("+918080808080"))]
+    pub from: Option<String>,
+    /// The Qikchat account (WhatsApp number) it concerns.
+    #[schema(examples("default"))]
+    pub account: String,
+    /// Qikchat's event name.
+    #[schema(examples("whatsapp:message:status"))]
+    pub event: String,
+    /// Qikchat's payload, unchanged: every field it sent, known or not.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+/// The body a subscriber receives for `event`, as JSON text (signed and sent as is).
+pub fn body(event: &Event) -> String {
+    let from = match event.kind {
+        Kind::Inbound => event
+            .payload
+            .pointer("/contacts/0/to")
+            .or_else(|| event.payload.pointer("/contacts/0/wa_id"))
+            .or_else(|| event.payload.get("from"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        Kind::Status => None,
+    };
+    let kind = match event.kind {
+        Kind::Status => "message.status",
+        Kind::Inbound => "message.inbound",
+    };
+    let at = UNIX_EPOCH + Duration::from_millis(event.received_at_ms);
+    let data = WebhookData {
+        id: event.message_id.clone(),
+        status: event.status.clone(),
+        from,
+        account: event.account.clone(),
+        event: event.event.clone(),
+        payload: event.payload.clone(),
+    };
+    serde_json::to_string(&WebhookEvent {
+        kind: kind.to_owned(),
+        timestamp: humantime::format_rfc3339_millis(at).to_string(),
+        data,
+    })
+    .unwrap_or_else(|_| json!({"type": kind}).to_string())
+}
+
+/// The customer an inbound message is from, for ordering a conversation's messages.
+pub fn customer(event: &Event) -> String {
+    event
+        .payload
+        .pointer("/contacts/0/to")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_envelopes_give_the_same_event_and_unknown_fields_are_kept() {
+        let payload = json!({"id": "m-1", "extra": {"kept": true},
+            "message": {"type": "text", "status": "delivered", "deliveredAt": "2026-11-25T10:00:00Z"}});
+        let flat = json!({"event": "whatsapp:message:status", "payload": payload});
+        let wrapped = json!({"status": true, "message": {"event": "whatsapp:message:status", "payload": payload}});
+        let a = parse(flat.to_string().as_bytes(), "default", 1).expect("flat");
+        let b = parse(wrapped.to_string().as_bytes(), "default", 1).expect("wrapped");
+        assert_eq!(a, b);
+        assert_eq!(a.kind, Kind::Status);
+        assert_eq!(a.key, "default:status:m-1:delivered");
+        assert_eq!(a.payload["extra"]["kept"], true);
+    }
+
+    #[test]
+    fn an_inbound_message_without_contacts_is_still_read() {
+        let body = json!({"event": "whatsapp:message:in", "payload": {"id": "in-1",
+            "message": {"type": "text", "text": {"body": "STOP"}}}});
+        let event = parse(body.to_string().as_bytes(), "brand2", 5).expect("read");
+        assert_eq!(
+            (event.kind, event.key.as_str()),
+            (Kind::Inbound, "brand2:inbound:in-1")
+        );
+        let sent: Value = serde_json::from_str(&body_of(&event)).expect("json");
+        assert_eq!(sent["type"], "message.inbound");
+        assert_eq!(sent["data"]["payload"]["message"]["text"]["body"], "STOP");
+        assert!(sent["data"].get("from").is_none());
+        assert_eq!(sent["timestamp"], "1970-01-01T00:00:00.005Z");
+    }
+
+    fn body_of(event: &Event) -> String {
+        body(event)
+    }
+
+    #[test]
+    fn what_is_not_an_event_is_refused_with_a_reason() {
+        assert_eq!(parse(b"nope", "default", 0), Err(Unreadable::NotJson));
+        assert_eq!(
+            parse(b"{\"a\":1}", "default", 0),
+            Err(Unreadable::NoEnvelope)
+        );
+        assert!(matches!(
+            parse(
+                br#"{"event":"whatsapp:template:approved","payload":{}}"#,
+                "default",
+                0
+            ),
+            Err(Unreadable::UnknownEvent(_))
+        ));
+    }
+}

@@ -1,0 +1,256 @@
+//! From stored events to subscribers: the router decides who gets each event, the deliverer
+//! sends it, signed as Standard Webhooks specifies, and retries with exponential backoff and
+//! jitter until it is taken or becomes a dead letter. Both run in every replica; the store makes
+//! sure each event and each delivery is worked on by one of them at a time.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::{Delivery, Event, Kind, NewDelivery, Owner, Store, event};
+use crate::{config::WebhookSettings, policy::Live};
+
+/// How many events or deliveries one pass takes.
+const BATCH: usize = 32;
+/// How long an event may stay claimed by a router before another takes it over.
+const ROUTE_LEASE: Duration = Duration::from_secs(30);
+/// With nothing to do, how often the store is asked again (new events also wake the workers).
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The webhook machinery of one relay: settings, store, and the bell new events ring.
+pub struct Webhooks {
+    pub settings: WebhookSettings,
+    pub store: Store,
+    pub wake: Notify,
+    /// Callers and their subscribers, as reloaded.
+    policy: Arc<Live>,
+    http: reqwest::Client,
+}
+
+impl Webhooks {
+    pub fn new(
+        settings: WebhookSettings,
+        store: Store,
+        policy: Arc<Live>,
+    ) -> Result<Arc<Self>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.delivery_timeout)
+            .connect_timeout(settings.delivery_timeout.min(Duration::from_secs(3)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("qikchat-relay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Arc::new(Self {
+            settings,
+            store,
+            wake: Notify::new(),
+            policy,
+            http,
+        }))
+    }
+
+    /// Starts the router and the deliverer; they run as long as the process.
+    pub fn start(self: &Arc<Self>) {
+        let router = self.clone();
+        tokio::spawn(async move { router.route_forever().await });
+        let deliverer = self.clone();
+        tokio::spawn(async move { deliverer.deliver_forever().await });
+    }
+
+    async fn route_forever(&self) {
+        loop {
+            match self.store.unrouted(BATCH, ROUTE_LEASE).await {
+                Ok(events) if !events.is_empty() => {
+                    for (handle, event) in events {
+                        let deliveries = self.deliveries(&event).await;
+                        let count = deliveries.len();
+                        match self.store.route(&handle, &deliveries).await {
+                            Ok(()) => {
+                                debug!(event = %event.key, deliveries = count, "webhook event routed");
+                                self.wake.notify_waiters();
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "a webhook event could not be routed; it will be again")
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "webhook store unavailable for routing"),
+            }
+            self.idle().await;
+        }
+    }
+
+    /// Who gets `event`: for a status, the caller that sent the message; for a customer's
+    /// message, every caller of that account with an inbound subscriber.
+    async fn deliveries(&self, event: &Event) -> Vec<NewDelivery> {
+        let policy = self.policy.current();
+        let callers = policy.callers.iter().map(|(_, rules)| rules);
+        let body = event::body(event);
+        let delivery = |caller: &str, url: &url::Url, order: &str| NewDelivery {
+            id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            caller: caller.to_owned(),
+            url: url.to_string(),
+            order_key: format!("{caller}:{order}"),
+            body: body.clone(),
+        };
+        match event.kind {
+            Kind::Status => {
+                let owner = match self.store.owner(&event.message_id).await {
+                    Ok(owner) => owner,
+                    Err(e) => {
+                        warn!(error = %e, "cannot look up who sent a message; its status is not routed");
+                        None
+                    }
+                };
+                let Some(Owner { caller, .. }) = owner else {
+                    debug!(qikchat_id = %event.message_id, "a status for a message the relay did not send, or no longer remembers");
+                    return Vec::new();
+                };
+                callers
+                    .filter(|rules| *rules.name == *caller)
+                    .filter_map(|rules| {
+                        let url = rules.webhooks.as_ref()?.statuses.as_ref()?;
+                        Some(delivery(&caller, url, &event.message_id))
+                    })
+                    .collect()
+            }
+            Kind::Inbound => {
+                let customer = event::customer(event);
+                callers
+                    .filter(|rules| rules.account == event.account)
+                    .filter_map(|rules| {
+                        let url = rules.webhooks.as_ref()?.inbound.as_ref()?;
+                        Some(delivery(&rules.name, url, &format!("from:{customer}")))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn deliver_forever(self: Arc<Self>) {
+        let lease = self.settings.delivery_timeout + Duration::from_secs(5);
+        loop {
+            match self.store.due(BATCH, lease).await {
+                Ok(due) if !due.is_empty() => {
+                    let mut attempts = tokio::task::JoinSet::new();
+                    for delivery in due {
+                        let this = self.clone();
+                        attempts.spawn(async move { this.attempt(delivery).await });
+                    }
+                    while attempts.join_next().await.is_some() {}
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "webhook store unavailable for delivery"),
+            }
+            self.idle().await;
+        }
+    }
+
+    /// One attempt: success removes the delivery; a failure schedules the next attempt, or
+    /// makes it a dead letter after `RELAY_WEBHOOK_MAX_ATTEMPTS`.
+    async fn attempt(&self, delivery: Delivery) {
+        let outcome = self.send(&delivery).await;
+        let attempt = delivery.attempts + 1;
+        let counted = match &outcome {
+            Ok(()) => "delivered",
+            Err(_) if attempt >= self.settings.max_attempts => "dead_letter",
+            Err(_) => "retried",
+        };
+        metrics::counter!("relay_webhook_deliveries_total", "outcome" => counted).increment(1);
+        let stored = match outcome {
+            Ok(()) => {
+                debug!(webhook_id = %delivery.id, caller = %delivery.caller, attempt, "webhook delivered");
+                self.store.delivered(&delivery.id).await
+            }
+            Err(error) if attempt >= self.settings.max_attempts => {
+                warn!(webhook_id = %delivery.id, caller = %delivery.caller, attempt, error = %error, "webhook delivery failed for the last time: now a dead letter");
+                self.store.failed(&delivery.id, None, &error).await
+            }
+            Err(error) => {
+                let retry_in = backoff(self.settings.retry_base, delivery.attempts);
+                info!(webhook_id = %delivery.id, caller = %delivery.caller, attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "webhook delivery failed; retrying");
+                self.store
+                    .failed(&delivery.id, Some(retry_in), &error)
+                    .await
+            }
+        };
+        if let Err(e) = stored {
+            // The lease runs out and the delivery is attempted again: at least once.
+            warn!(error = %e, webhook_id = %delivery.id, "the outcome of a webhook delivery could not be stored");
+        }
+    }
+
+    async fn send(&self, delivery: &Delivery) -> Result<(), String> {
+        let policy_key = self.key_for(&delivery.caller);
+        let Some(key) = policy_key else {
+            return Err(format!(
+                "caller {} has no webhook secret any more",
+                delivery.caller
+            ));
+        };
+        let timestamp = event::now_ms() / 1000;
+        let signature = sign(&key, &delivery.id, timestamp, &delivery.body);
+        let answer = self
+            .http
+            .post(&delivery.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.body.clone())
+            .send()
+            .await
+            .map_err(|e| crate::qikchat::error_chain(&e))?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", answer.status().as_u16()))
+        }
+    }
+
+    /// The caller's signing key as the policy has it now (a rotated secret signs the next
+    /// attempt).
+    fn key_for(&self, caller: &str) -> Option<Arc<[u8]>> {
+        let policy = self.policy.current();
+        policy
+            .callers
+            .iter()
+            .find(|(_, rules)| *rules.name == *caller)
+            .and_then(|(_, rules)| rules.webhooks.as_ref())
+            .map(|hooks| hooks.key.0.clone())
+    }
+
+    async fn idle(&self) {
+        let _ = tokio::time::timeout(IDLE_POLL, self.wake.notified()).await;
+    }
+}
+
+/// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, as Standard Webhooks specifies.
+pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        // HMAC takes keys of any length.
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body.as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("v1,{signature}")
+}
+
+/// `base * 2^attempts`, capped, with jitter of ±50% so that retries after an outage spread out.
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    let exponential = base
+        .saturating_mul(1u32 << attempts.min(20))
+        .min(MAX_BACKOFF);
+    exponential.mul_f64(0.5 + fastrand::f64())
+}

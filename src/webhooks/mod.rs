@@ -1,0 +1,128 @@
+//! Qikchat's webhooks, received and fanned out to internal subscribers.
+//!
+//! - `routes/webhooks.rs` receives them: `POST /webhooks/qikchat/{secret}` stores the event and
+//!   answers 200; the dead-letter endpoints are there too.
+//! - [`event`]: reading Qikchat's bodies, writing what subscribers get.
+//! - [`store`]: events and deliveries, durable (SQLite on disk, or Redis shared by replicas).
+//! - [`fanout`]: routing each event to its subscribers and delivering it, signed, with retries.
+
+pub mod event;
+pub mod fanout;
+pub mod redis_store;
+pub mod sqlite_store;
+pub mod store;
+
+pub use fanout::Webhooks;
+
+use std::{sync::Arc, time::Duration};
+
+pub use store::{
+    DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner, StoreError,
+};
+
+/// Where events live: this machine's disk, or Redis for every replica.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(Arc<sqlite_store::SqliteStore>),
+    Redis(redis_store::RedisStore),
+}
+
+/// How far along a message is, so a late `sent` never hides an earlier `read`: statuses of one
+/// message can arrive out of order. Unknown statuses rank lowest; `failed` ranks highest.
+pub fn status_rank(status: &str) -> u8 {
+    match status {
+        "queued" | "accepted" => 1,
+        "sent" => 2,
+        "delivered" => 3,
+        "read" => 4,
+        "failed" | "undelivered" | "deleted" => 5,
+        _ => 0,
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+            Store::Redis($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Stores an event before Qikchat is told it arrived; the same event twice is a duplicate.
+    /// A status event also becomes the message's latest status unless a later one is known
+    /// (by [`status_rank`]).
+    pub async fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
+        dispatch!(self, s => s.ingest(event).await)
+    }
+
+    /// Events stored but not routed yet, including those whose router died (after `lease`):
+    /// each with the handle [`Store::route`] takes.
+    pub async fn unrouted(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(String, Event)>, StoreError> {
+        dispatch!(self, s => s.unrouted(limit, lease).await)
+    }
+
+    /// Creates an event's deliveries and marks it routed, in one atomic step.
+    pub async fn route(&self, handle: &str, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.route(handle, deliveries).await)
+    }
+
+    /// Claims up to `limit` deliveries that are due, each for `lease`: the oldest pending one of
+    /// each order key only.
+    pub async fn due(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, StoreError> {
+        dispatch!(self, s => s.due(limit, lease).await)
+    }
+
+    /// The subscriber took it: gone, and the next one of its order key becomes due.
+    pub async fn delivered(&self, id: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.delivered(id).await)
+    }
+
+    /// An attempt failed: counted, and retried after `retry_in`, or, with `None`, made a dead
+    /// letter (and the next one of its order key becomes due).
+    pub async fn failed(
+        &self,
+        id: &str,
+        retry_in: Option<Duration>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.failed(id, retry_in, error).await)
+    }
+
+    /// The newest dead letters first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        dispatch!(self, s => s.dead_letters(limit).await)
+    }
+
+    /// Puts a dead letter back in line, its attempts reset. `false` if there is no such letter.
+    pub async fn replay(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.replay(id).await)
+    }
+
+    /// Remembers who sent a message, for `ttl`, so its statuses go back to them.
+    pub async fn remember_owner(
+        &self,
+        message_id: &str,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.remember_owner(message_id, owner, ttl).await)
+    }
+
+    pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {
+        dispatch!(self, s => s.owner(message_id).await)
+    }
+
+    /// The latest status received for a message, if any.
+    pub async fn latest_status(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<LatestStatus>, StoreError> {
+        dispatch!(self, s => s.latest_status(message_id).await)
+    }
+}

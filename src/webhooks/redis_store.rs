@@ -1,0 +1,547 @@
+//! The webhook store in Redis, shared by every replica (`RELAY_REDIS_URL`).
+//!
+//! Keys, all under `qikchat-relay:webhooks:`:
+//! - `seen:<event key>`: the events stored in the last 7 days, so a duplicate is dropped.
+//! - `events`: a stream of events not routed yet, read through the consumer group `relay` (each
+//!   replica is one consumer). Routing acknowledges and deletes the entry: the stream is a work
+//!   log, not an archive. An entry read but not routed within the lease (its router died) is
+//!   claimed again with `XAUTOCLAIM`.
+//! - `delivery:<id>`: a hash per delivery: caller, url, order_key, body, attempts, and
+//!   last_error and dead_at_ms once it failed.
+//! - `order:<order key>`: a list of the pending deliveries of one order key, oldest first. Only
+//!   its head is ever in `due`, so a message's events reach a subscriber in order.
+//! - `due`: a sorted set of delivery ids by the time (ms) they are due; claiming one moves its
+//!   score to the end of the lease, so a worker that dies loses it.
+//! - `dead`: a sorted set of dead letters by the time they died.
+//! - `status:<message id>`: a hash {rank, status, payload}, the latest status (7 days).
+//! - `owner:<message id>`: who sent a message (JSON), for the TTL given.
+//!
+//! Every step is one Lua script (or one command), on Redis's clock (`TIME`): two replicas never
+//! both take the same step. The scripts build their keys from the prefix (`ARGV[1]`) rather than
+//! declaring them in KEYS, like the limits' daily quota: fine on a single Redis, which is what the
+//! relay uses. Needs Redis 6.2 or later (`XAUTOCLAIM`).
+
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use redis::aio::ConnectionManager;
+
+use super::{
+    StoreError, status_rank,
+    store::{DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner},
+};
+
+/// Every key of the webhook store starts with this.
+pub const PREFIX: &str = "qikchat-relay:webhooks:";
+
+/// How long an event's key is remembered to recognise a duplicate, and a message's latest status
+/// is kept.
+const SEVEN_DAYS_S: u64 = 7 * 86_400;
+
+/// The longest delay (a lease or a retry) the scripts are given: ten years in ms. Keeps Redis's
+/// scores and Lua's numbers (doubles) exact.
+const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
+
+/// The consumer group every replica reads the event stream through.
+const GROUP: &str = "relay";
+
+/// Put before every script: effects replication (only needed before Redis 5, where a script that
+/// reads `TIME` may not write otherwise), the prefix, and Redis's clock in ms.
+const PREAMBLE_LUA: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local P = ARGV[1]
+local function ms(n) return string.format('%d', n) end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
+/// Stores an event unless its key was seen. ARGV: prefix, event key, event JSON, seen TTL (s),
+/// then for a status to remember (else absent): message id, status, rank, payload JSON.
+/// Returns 1 if stored, 0 for a duplicate.
+const INGEST_LUA: &str = r"
+if not redis.call('SET', P .. 'seen:' .. ARGV[2], '1', 'NX', 'EX', ARGV[4]) then return 0 end
+redis.call('XADD', P .. 'events', '*', 'event', ARGV[3])
+if ARGV[5] then
+  local key = P .. 'status:' .. ARGV[5]
+  local stored = tonumber(redis.call('HGET', key, 'rank') or '-1') or -1
+  if tonumber(ARGV[7]) >= stored then
+    redis.call('HSET', key, 'rank', ARGV[7], 'status', ARGV[6], 'payload', ARGV[8])
+  end
+  redis.call('EXPIRE', key, ARGV[4])
+end
+return 1
+";
+
+/// Events to route: first those read by a consumer that did not route them within the lease
+/// (claimed for this one), then new ones. ARGV: prefix, group, consumer, lease (ms), limit.
+/// Returns {stream id, event JSON, ...} (the JSON empty if the entry has no `event` field).
+///
+/// The group is created here when missing, from the start of the stream (id 0, not `$`): the
+/// stream holds only unrouted events, so none is skipped however late the group is created.
+const UNROUTED_LUA: &str = r"
+local stream, group, consumer, lease, limit = P .. 'events', ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local out, count = {}, 0
+local function take(entries)
+  for _, entry in ipairs(entries or {}) do
+    -- An entry deleted while pending comes back as nil before Redis 7: skip it.
+    if type(entry) == 'table' and count < limit then
+      local json, fields = '', entry[2]
+      if type(fields) == 'table' then
+        for i = 1, #fields - 1, 2 do
+          if fields[i] == 'event' then json = fields[i + 1] end
+        end
+      end
+      table.insert(out, entry[1])
+      table.insert(out, json)
+      count = count + 1
+    end
+  end
+end
+local function autoclaim(cursor)
+  return redis.pcall('XAUTOCLAIM', stream, group, consumer, lease, cursor, 'COUNT', limit - count)
+end
+local claimed = autoclaim('0-0')
+if claimed.err then
+  if not string.find(claimed.err, 'NOGROUP', 1, true) then return claimed end
+  redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  claimed = autoclaim('0-0')
+  if claimed.err then return claimed end
+end
+-- XAUTOCLAIM looks at COUNT * 10 pending entries per call: go on through the pending list
+-- (bounded, so one call never takes long) while there may be more to claim.
+local rounds = 1
+while true do
+  take(claimed[2])
+  if claimed[1] == '0-0' or count >= limit or rounds >= 10 then break end
+  claimed = redis.call('XAUTOCLAIM', stream, group, consumer, lease, claimed[1], 'COUNT', limit - count)
+  rounds = rounds + 1
+end
+if count < limit then
+  local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', limit - count, 'STREAMS', stream, '>')
+  if read then take(read[1][2]) end
+end
+return out
+";
+
+/// Drops stream entries that cannot be read as events, so they are not read again.
+/// ARGV: prefix, group, ids...
+const DROP_LUA: &str = r"
+for i = 3, #ARGV do
+  redis.call('XACK', P .. 'events', ARGV[2], ARGV[i])
+  redis.call('XDEL', P .. 'events', ARGV[i])
+end
+return 0
+";
+
+/// Creates an event's deliveries and removes the event from the stream. ARGV: prefix, group,
+/// stream id, then per delivery: id, caller, url, order key, body.
+/// An event no longer in the stream was routed already (by a router whose lease had run out, or
+/// by a retry of this call): nothing is created twice, even if the deliveries were made since.
+/// A delivery id already present is skipped too. Returns 1 if it routed the event.
+const ROUTE_LUA: &str = r"
+local stream, group, handle = P .. 'events', ARGV[2], ARGV[3]
+if #redis.call('XRANGE', stream, handle, handle) == 0 then
+  redis.call('XACK', stream, group, handle)
+  return 0
+end
+local now = now_ms()
+for i = 4, #ARGV - 4, 5 do
+  local id, order = ARGV[i], ARGV[i + 3]
+  local key = P .. 'delivery:' .. id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'caller', ARGV[i + 1], 'url', ARGV[i + 2], 'order_key', order,
+      'body', ARGV[i + 4], 'attempts', '0')
+    if redis.call('RPUSH', P .. 'order:' .. order, id) == 1 then
+      redis.call('ZADD', P .. 'due', ms(now), id)
+    end
+  end
+end
+redis.call('XACK', stream, group, handle)
+redis.call('XDEL', stream, handle)
+return 1
+";
+
+/// Claims due deliveries for the lease. ARGV: prefix, limit, lease (ms).
+/// Returns {id, caller, url, order key, body, attempts, ...}. An id whose hash is gone is dropped.
+const DUE_LUA: &str = r"
+local due, now = P .. 'due', now_ms()
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', ms(now), 'LIMIT', 0, ARGV[2])) do
+  local f = redis.call('HMGET', P .. 'delivery:' .. id, 'caller', 'url', 'order_key', 'body', 'attempts')
+  if f[1] then
+    redis.call('ZADD', due, ms(now + tonumber(ARGV[3])), id)
+    table.insert(out, id)
+    for k = 1, 5 do table.insert(out, f[k] or '') end
+  else
+    redis.call('ZREM', due, id)
+  end
+end
+return out
+";
+
+/// A delivery is done: removed, and the next of its order key becomes due (unless it already
+/// is: `NX` never shortens a lease). ARGV: prefix, id. Returns 1 if there was such a delivery.
+const DELIVERED_LUA: &str = r"
+local id = ARGV[2]
+local key = P .. 'delivery:' .. id
+local order = redis.call('HGET', key, 'order_key')
+redis.call('ZREM', P .. 'due', id)
+if not order then return 0 end
+-- A worker whose lease ran out may deliver after another made it a dead letter: delivered wins.
+redis.call('ZREM', P .. 'dead', id)
+local list = P .. 'order:' .. order
+redis.call('LREM', list, 1, id)
+redis.call('DEL', key)
+local next = redis.call('LINDEX', list, 0)
+if next then redis.call('ZADD', P .. 'due', 'NX', ms(now_ms()), next) end
+return 1
+";
+
+/// An attempt failed: counted; retried after ARGV[4] ms, or, when ARGV[4] is empty, a dead
+/// letter, and the next of its order key becomes due. ARGV: prefix, id, error, retry (ms or '').
+/// Returns 0 if there is no such pending delivery (delivered, or dead already), 1 for a retry,
+/// 2 for a dead letter.
+const FAILED_LUA: &str = r"
+local id = ARGV[2]
+local key = P .. 'delivery:' .. id
+local order = redis.call('HGET', key, 'order_key')
+if not order or redis.call('ZSCORE', P .. 'dead', id) then return 0 end
+local now = now_ms()
+redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('HSET', key, 'last_error', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('ZADD', P .. 'due', ms(now + tonumber(ARGV[4])), id)
+  return 1
+end
+redis.call('ZREM', P .. 'due', id)
+local list = P .. 'order:' .. order
+redis.call('LREM', list, 1, id)
+redis.call('ZADD', P .. 'dead', ms(now), id)
+redis.call('HSET', key, 'dead_at_ms', ms(now))
+local next = redis.call('LINDEX', list, 0)
+if next then redis.call('ZADD', P .. 'due', 'NX', ms(now), next) end
+return 2
+";
+
+/// The newest dead letters. ARGV: prefix, limit.
+/// Returns {id, caller, url, attempts, last error, dead at (ms), body, ...}.
+const DEAD_LETTERS_LUA: &str = r"
+local out = {}
+local ids = redis.call('ZREVRANGE', P .. 'dead', 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+for i = 1, #ids - 1, 2 do
+  local id = ids[i]
+  local f = redis.call('HMGET', P .. 'delivery:' .. id, 'caller', 'url', 'attempts', 'last_error', 'body')
+  if f[1] then
+    table.insert(out, id)
+    for k = 1, 4 do table.insert(out, f[k] or '') end
+    table.insert(out, ids[i + 1])
+    table.insert(out, f[5] or '')
+  end
+end
+return out
+";
+
+/// A dead letter back at the end of its order key's line, attempts reset. ARGV: prefix, id.
+/// Returns 1 if there was such a dead letter.
+const REPLAY_LUA: &str = r"
+local id = ARGV[2]
+if not redis.call('ZSCORE', P .. 'dead', id) then return 0 end
+redis.call('ZREM', P .. 'dead', id)
+local key = P .. 'delivery:' .. id
+local order = redis.call('HGET', key, 'order_key')
+if not order then return 0 end
+redis.call('HSET', key, 'attempts', '0')
+redis.call('HDEL', key, 'dead_at_ms')
+if redis.call('RPUSH', P .. 'order:' .. order, id) == 1 then
+  redis.call('ZADD', P .. 'due', ms(now_ms()), id)
+end
+return 1
+";
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PREAMBLE_LUA}{body}"))
+}
+
+/// Hashed once: `redis::Script` sends EVALSHA and loads the script only when Redis lacks it.
+static INGEST: LazyLock<redis::Script> = LazyLock::new(|| script(INGEST_LUA));
+static UNROUTED: LazyLock<redis::Script> = LazyLock::new(|| script(UNROUTED_LUA));
+static DROP: LazyLock<redis::Script> = LazyLock::new(|| script(DROP_LUA));
+static ROUTE: LazyLock<redis::Script> = LazyLock::new(|| script(ROUTE_LUA));
+static DUE: LazyLock<redis::Script> = LazyLock::new(|| script(DUE_LUA));
+static DELIVERED: LazyLock<redis::Script> = LazyLock::new(|| script(DELIVERED_LUA));
+static FAILED: LazyLock<redis::Script> = LazyLock::new(|| script(FAILED_LUA));
+static DEAD_LETTERS: LazyLock<redis::Script> = LazyLock::new(|| script(DEAD_LETTERS_LUA));
+static REPLAY: LazyLock<redis::Script> = LazyLock::new(|| script(REPLAY_LUA));
+
+/// The webhook store in Redis. Cheap to clone: the clones share one connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    redis: ConnectionManager,
+    /// This replica's name in the consumer group (e.g. host name and pid).
+    consumer: Arc<str>,
+}
+
+impl RedisStore {
+    /// Connects lazily, like the limits and idempotency stores: the relay starts while Redis is
+    /// down. Each connection attempt and each answer is given `timeout`, with one retry.
+    /// `consumer` names this replica in the consumer group; replicas must not share a name.
+    pub fn new(url: &str, timeout: Duration, consumer: String) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        Ok(Self {
+            redis: ConnectionManager::new_lazy_with_config(client, config)?,
+            consumer: consumer.into(),
+        })
+    }
+
+    pub async fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
+        let json = serde_json::to_string(event).map_err(|e| StoreError(e.to_string()))?;
+        let mut invocation = INGEST.prepare_invoke();
+        invocation
+            .arg(PREFIX)
+            .arg(&event.key)
+            .arg(json)
+            .arg(SEVEN_DAYS_S);
+        let status = match (event.kind, &event.status) {
+            (Kind::Status, Some(status)) if !event.message_id.is_empty() => Some(status),
+            _ => None,
+        };
+        if let Some(status) = status {
+            invocation
+                .arg(&event.message_id)
+                .arg(status)
+                .arg(status_rank(status))
+                .arg(event.payload.to_string());
+        }
+        let stored: i64 = invocation
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(if stored == 1 {
+            Ingested::Stored
+        } else {
+            Ingested::Duplicate
+        })
+    }
+
+    pub async fn unrouted(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(String, Event)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<String> = UNROUTED
+            .arg(PREFIX)
+            .arg(GROUP)
+            .arg(&*self.consumer)
+            .arg(delay_ms(lease))
+            .arg(limit)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        let mut events = Vec::with_capacity(flat.len() / 2);
+        let mut poison = Vec::new();
+        for pair in flat.chunks_exact(2) {
+            let (handle, json) = (&pair[0], &pair[1]);
+            match serde_json::from_str::<Event>(json) {
+                Ok(event) => events.push((handle.clone(), event)),
+                Err(e) => {
+                    tracing::warn!(
+                        stream_id = %handle,
+                        error = %e,
+                        "a webhook event in Redis cannot be read; dropped"
+                    );
+                    poison.push(handle.clone());
+                }
+            }
+        }
+        if !poison.is_empty() {
+            let mut invocation = DROP.prepare_invoke();
+            invocation.arg(PREFIX).arg(GROUP);
+            for handle in &poison {
+                invocation.arg(handle);
+            }
+            let _: i64 = invocation
+                .invoke_async(&mut self.redis.clone())
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(events)
+    }
+
+    pub async fn route(&self, handle: &str, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+        let mut invocation = ROUTE.prepare_invoke();
+        invocation.arg(PREFIX).arg(GROUP).arg(handle);
+        for d in deliveries {
+            invocation
+                .arg(&d.id)
+                .arg(&d.caller)
+                .arg(&d.url)
+                .arg(&d.order_key)
+                .arg(&d.body);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    pub async fn due(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<String> = DUE
+            .arg(PREFIX)
+            .arg(limit)
+            .arg(delay_ms(lease))
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(flat
+            .chunks_exact(6)
+            .map(|f| Delivery {
+                id: f[0].clone(),
+                caller: f[1].clone(),
+                url: f[2].clone(),
+                order_key: f[3].clone(),
+                body: f[4].clone(),
+                attempts: f[5].parse().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    pub async fn delivered(&self, id: &str) -> Result<(), StoreError> {
+        let _: i64 = DELIVERED
+            .arg(PREFIX)
+            .arg(id)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    pub async fn failed(
+        &self,
+        id: &str,
+        retry_in: Option<Duration>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let retry = retry_in
+            .map(|d| delay_ms(d).to_string())
+            .unwrap_or_default();
+        let _: i64 = FAILED
+            .arg(PREFIX)
+            .arg(id)
+            .arg(error)
+            .arg(retry)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<String> = DEAD_LETTERS
+            .arg(PREFIX)
+            .arg(limit)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(flat
+            .chunks_exact(7)
+            .map(|f| DeadLetter {
+                id: f[0].clone(),
+                caller: f[1].clone(),
+                url: f[2].clone(),
+                attempts: f[3].parse().unwrap_or(0),
+                last_error: f[4].clone(),
+                // A score may come back as `1.7e12` from some Redis versions: read it as a float.
+                dead_at_ms: f[5].parse::<f64>().map_or(0, |ms| ms as u64),
+                body: serde_json::from_str(&f[6])
+                    .unwrap_or_else(|_| serde_json::Value::String(f[6].clone())),
+            })
+            .collect())
+    }
+
+    pub async fn replay(&self, id: &str) -> Result<bool, StoreError> {
+        let replayed: i64 = REPLAY
+            .arg(PREFIX)
+            .arg(id)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(replayed == 1)
+    }
+
+    pub async fn remember_owner(
+        &self,
+        message_id: &str,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(owner).map_err(|e| StoreError(e.to_string()))?;
+        redis::cmd("SET")
+            .arg(format!("{PREFIX}owner:{message_id}"))
+            .arg(json)
+            .arg("PX")
+            .arg(delay_ms(ttl).max(1))
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {
+        let json: Option<String> = redis::cmd("GET")
+            .arg(format!("{PREFIX}owner:{message_id}"))
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        json.map(|json| {
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError(format!("a message's owner cannot be read: {e}")))
+        })
+        .transpose()
+    }
+
+    pub async fn latest_status(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<LatestStatus>, StoreError> {
+        let (status, payload): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(format!("{PREFIX}status:{message_id}"))
+            .arg("status")
+            .arg("payload")
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(status.map(|status| LatestStatus {
+            status,
+            payload: payload.unwrap_or_default(),
+        }))
+    }
+}
+
+/// A lease, retry or TTL in whole ms, as the scripts take it (at most [`MAX_DELAY_MS`]).
+fn delay_ms(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(MAX_DELAY_MS)
+}
+
+/// The error without the URL (a Redis error names the failure, not the server's address).
+fn redis_error(e: redis::RedisError) -> StoreError {
+    StoreError(e.to_string())
+}

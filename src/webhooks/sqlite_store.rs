@@ -1,0 +1,388 @@
+//! The webhook store on local disk: one SQLite database in `RELAY_DATA_DIR`, in WAL mode with
+//! `synchronous=FULL`, so an event acknowledged to Qikchat survives a crash of the process or of
+//! the machine. Every operation is one transaction, run on the blocking pool.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner, StoreError,
+    status_rank,
+};
+
+/// How long an event is remembered to recognise Qikchat delivering it again.
+const SEEN_FOR_MS: i64 = 7 * 86_400_000;
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    json TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    routed INTEGER NOT NULL DEFAULT 0,
+    lease_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_unrouted ON events (routed, seq);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    caller TEXT NOT NULL,
+    url TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER NOT NULL,
+    dead_at INTEGER,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead_at, due_at);
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (order_key, seq);
+CREATE TABLE IF NOT EXISTS owners (
+    message_id TEXT PRIMARY KEY,
+    caller TEXT NOT NULL,
+    account TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    message_id TEXT PRIMARY KEY,
+    rank INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+";
+
+pub struct SqliteStore {
+    db: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `dir/webhooks.sqlite3`, creating `dir` if needed.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("webhooks.sqlite3");
+        let db = Connection::open(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        db.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        db.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(Arc::new(Self { db: Mutex::new(db) }))
+    }
+
+    /// Runs `work` in one transaction on the blocking pool.
+    async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = store.db.lock().unwrap_or_else(PoisonError::into_inner);
+            let tx = db.transaction().map_err(sql)?;
+            let result = work(&tx, now_ms()).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+            Ok(result)
+        })
+        .await
+        .map_err(|e| StoreError(format!("the store's task failed: {e}")))?
+    }
+
+    pub async fn ingest(self: &Arc<Self>, event: &Event) -> Result<Ingested, StoreError> {
+        let event = event.clone();
+        let json = serde_json::to_string(&event).map_err(|e| StoreError(e.to_string()))?;
+        self.run(move |tx, now| {
+            tx.execute(
+                "DELETE FROM events WHERE routed = 1 AND received_at < ?1",
+                params![now.saturating_sub(SEEN_FOR_MS)],
+            )?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO events (key, json, received_at) VALUES (?1, ?2, ?3)",
+                params![event.key, json, now],
+            )?;
+            if inserted == 0 {
+                return Ok(Ingested::Duplicate);
+            }
+            if let (Kind::Status, Some(status)) = (event.kind, &event.status) {
+                tx.execute(
+                    "INSERT INTO statuses (message_id, rank, status, payload, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (message_id) DO UPDATE SET
+                         rank = excluded.rank, status = excluded.status,
+                         payload = excluded.payload, updated_at = excluded.updated_at
+                     WHERE excluded.rank >= statuses.rank",
+                    params![
+                        event.message_id,
+                        status_rank(status),
+                        status,
+                        event.payload.to_string(),
+                        now
+                    ],
+                )?;
+            }
+            Ok(Ingested::Stored)
+        })
+        .await
+    }
+
+    pub async fn unrouted(
+        self: &Arc<Self>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(String, Event)>, StoreError> {
+        let lease = millis(lease);
+        let rows: Vec<(i64, String)> = self
+            .run(move |tx, now| {
+                let mut claim = tx.prepare(
+                    "UPDATE events SET lease_until = ?1 WHERE seq IN (
+                         SELECT seq FROM events WHERE routed = 0 AND lease_until <= ?2
+                         ORDER BY seq LIMIT ?3)
+                     RETURNING seq, json",
+                )?;
+                let rows = claim
+                    .query_map(params![now + lease, now, limit as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (seq, json) in rows {
+            match serde_json::from_str::<Event>(&json) {
+                Ok(event) => events.push((seq.to_string(), event)),
+                Err(e) => {
+                    tracing::warn!(error = %e, seq, "an unreadable stored event is dropped");
+                    self.route(&seq.to_string(), &[]).await?;
+                }
+            }
+        }
+        events.sort_by_key(|(seq, _)| seq.parse::<i64>().unwrap_or(i64::MAX));
+        Ok(events)
+    }
+
+    pub async fn route(
+        self: &Arc<Self>,
+        handle: &str,
+        deliveries: &[NewDelivery],
+    ) -> Result<(), StoreError> {
+        let seq: i64 = handle
+            .parse()
+            .map_err(|_| StoreError(format!("not an event handle: {handle}")))?;
+        let deliveries = deliveries.to_vec();
+        self.run(move |tx, now| {
+            let routed: Option<i64> = tx
+                .query_row(
+                    "SELECT routed FROM events WHERE seq = ?1",
+                    params![seq],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if routed != Some(0) {
+                return Ok(());
+            }
+            for d in &deliveries {
+                tx.execute(
+                    "INSERT OR IGNORE INTO deliveries (id, caller, url, order_key, body, due_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![d.id, d.caller, d.url, d.order_key, d.body, now],
+                )?;
+            }
+            tx.execute("UPDATE events SET routed = 1 WHERE seq = ?1", params![seq])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn due(
+        self: &Arc<Self>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let lease = millis(lease);
+        self.run(move |tx, now| {
+            // Only the oldest live delivery of each order key: a message's events go in order.
+            let mut claim = tx.prepare(
+                "UPDATE deliveries SET due_at = ?1 WHERE seq IN (
+                     SELECT d.seq FROM deliveries d
+                     WHERE d.dead_at IS NULL AND d.due_at <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM deliveries e
+                                       WHERE e.order_key = d.order_key AND e.dead_at IS NULL
+                                         AND e.seq < d.seq)
+                     ORDER BY d.due_at, d.seq LIMIT ?3)
+                 RETURNING id, caller, url, order_key, body, attempts",
+            )?;
+            let claimed = claim
+                .query_map(params![now + lease, now, limit as i64], |row| {
+                    Ok(Delivery {
+                        id: row.get(0)?,
+                        caller: row.get(1)?,
+                        url: row.get(2)?,
+                        order_key: row.get(3)?,
+                        body: row.get(4)?,
+                        attempts: row.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    pub async fn delivered(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.run(move |tx, _| {
+            tx.execute("DELETE FROM deliveries WHERE id = ?1", params![id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn failed(
+        self: &Arc<Self>,
+        id: &str,
+        retry_in: Option<Duration>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (id, error) = (id.to_owned(), error.to_owned());
+        self.run(move |tx, now| {
+            match retry_in {
+                Some(retry_in) => tx.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, due_at = ?2, last_error = ?3
+                     WHERE id = ?1 AND dead_at IS NULL",
+                    params![id, now + millis(retry_in), error],
+                )?,
+                None => tx.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, dead_at = ?2, last_error = ?3
+                     WHERE id = ?1 AND dead_at IS NULL",
+                    params![id, now, error],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn dead_letters(
+        self: &Arc<Self>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.run(move |tx, _| {
+            let mut query = tx.prepare(
+                "SELECT id, caller, url, attempts, last_error, dead_at, body FROM deliveries
+                 WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, seq DESC LIMIT ?1",
+            )?;
+            let letters = query
+                .query_map(params![limit as i64], |row| {
+                    let body: String = row.get(6)?;
+                    Ok(DeadLetter {
+                        id: row.get(0)?,
+                        caller: row.get(1)?,
+                        url: row.get(2)?,
+                        attempts: row.get(3)?,
+                        last_error: row.get(4)?,
+                        dead_at_ms: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
+                        body: serde_json::from_str(&body)
+                            .unwrap_or(serde_json::Value::String(body)),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(letters)
+        })
+        .await
+    }
+
+    pub async fn replay(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.run(move |tx, now| {
+            // To the back of its message's line, as a new delivery would go.
+            let replayed = tx.execute(
+                "UPDATE deliveries SET dead_at = NULL, attempts = 0, due_at = ?2,
+                     seq = (SELECT MAX(seq) + 1 FROM deliveries)
+                 WHERE id = ?1 AND dead_at IS NOT NULL",
+                params![id, now],
+            )?;
+            Ok(replayed == 1)
+        })
+        .await
+    }
+
+    pub async fn remember_owner(
+        self: &Arc<Self>,
+        message_id: &str,
+        owner: &Owner,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (message_id, owner) = (message_id.to_owned(), owner.clone());
+        self.run(move |tx, now| {
+            tx.execute("DELETE FROM owners WHERE expires_at <= ?1", params![now])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO owners (message_id, caller, account, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![message_id, owner.caller, owner.account, now + millis(ttl)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn owner(self: &Arc<Self>, message_id: &str) -> Result<Option<Owner>, StoreError> {
+        let message_id = message_id.to_owned();
+        self.run(move |tx, now| {
+            tx.query_row(
+                "SELECT caller, account FROM owners WHERE message_id = ?1 AND expires_at > ?2",
+                params![message_id, now],
+                |row| {
+                    Ok(Owner {
+                        caller: row.get(0)?,
+                        account: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    pub async fn latest_status(
+        self: &Arc<Self>,
+        message_id: &str,
+    ) -> Result<Option<LatestStatus>, StoreError> {
+        let message_id = message_id.to_owned();
+        self.run(move |tx, _| {
+            tx.query_row(
+                "SELECT status, payload FROM statuses WHERE message_id = ?1",
+                params![message_id],
+                |row| {
+                    Ok(LatestStatus {
+                        status: row.get(0)?,
+                        payload: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Times are kept as SQLite integers: milliseconds since the Unix epoch.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, millis)
+}

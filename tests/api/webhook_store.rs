@@ -1,0 +1,668 @@
+//! The webhook store's contract, checked against every backend: each test runs on SQLite (a
+//! temporary directory) and on Redis (a redis-server of its own), through the `Store` enum the
+//! relay uses. Then what only Redis has: several replicas sharing one stream.
+
+use std::time::Duration;
+
+use qikchat_relay::webhooks::{
+    Event, Ingested, Kind, NewDelivery, Owner, Store, redis_store::RedisStore,
+    sqlite_store::SqliteStore,
+};
+use serde_json::json;
+
+use crate::helpers::{Redis, TempDir};
+
+/// Long enough that nothing expires while a test looks, short enough not to matter.
+const LONG: Duration = Duration::from_secs(30);
+
+/// What keeps a store's data alive while the test runs: its redis-server, or its directory.
+#[allow(dead_code)]
+enum Backing {
+    Redis(Redis),
+    Dir(TempDir),
+}
+
+fn redis_store(redis: &Redis, consumer: &str) -> Store {
+    Store::Redis(
+        RedisStore::new(&redis.url, Duration::from_secs(2), consumer.to_owned())
+            .expect("a Redis store"),
+    )
+}
+
+/// One fresh, empty store of each backend, named for the assertions.
+async fn stores() -> Vec<(&'static str, Store, Backing)> {
+    let redis = Redis::start().await;
+    let redis_one = redis_store(&redis, "test-replica-1");
+    let dir = TempDir::new();
+    let sqlite = Store::Sqlite(SqliteStore::open(&dir.0).expect("an SQLite store"));
+    vec![
+        ("sqlite", sqlite, Backing::Dir(dir)),
+        ("redis", redis_one, Backing::Redis(redis)),
+    ]
+}
+
+fn status_event(message_id: &str, status: &str) -> Event {
+    Event {
+        key: format!("status:{message_id}:{status}"),
+        kind: Kind::Status,
+        message_id: message_id.to_owned(),
+        status: Some(status.to_owned()),
+        account: "main".to_owned(),
+        received_at_ms: 1_700_000_000_000,
+        event: "whatsapp:message:status".to_owned(),
+        payload: json!({"id": message_id, "status": status, "extra": {"kept": true}}),
+    }
+}
+
+fn inbound_event(message_id: &str) -> Event {
+    Event {
+        key: format!("inbound:{message_id}"),
+        kind: Kind::Inbound,
+        message_id: message_id.to_owned(),
+        status: None,
+        account: "main".to_owned(),
+        received_at_ms: 1_700_000_000_000,
+        event: "whatsapp:message:inbound".to_owned(),
+        payload: json!({"id": message_id, "text": "hello"}),
+    }
+}
+
+fn delivery(id: &str, order_key: &str) -> NewDelivery {
+    NewDelivery {
+        id: id.to_owned(),
+        caller: "billing".to_owned(),
+        url: "https://billing.internal/hooks".to_owned(),
+        order_key: order_key.to_owned(),
+        body: json!({"id": id, "type": "message.status"}).to_string(),
+    }
+}
+
+/// Ingests an event, routes it to `deliveries`, and checks it was stored and picked up.
+async fn ingest_and_route(name: &str, store: &Store, event: &Event, deliveries: &[NewDelivery]) {
+    assert_eq!(
+        store.ingest(event).await.expect("ingest"),
+        Ingested::Stored,
+        "{name}"
+    );
+    let unrouted = store.unrouted(10, LONG).await.expect("unrouted");
+    assert_eq!(unrouted.len(), 1, "{name}: one event to route");
+    assert_eq!(&unrouted[0].1, event, "{name}");
+    store
+        .route(&unrouted[0].0, deliveries)
+        .await
+        .expect("route");
+}
+
+fn ids(deliveries: &[qikchat_relay::webhooks::Delivery]) -> Vec<&str> {
+    deliveries.iter().map(|d| d.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn the_same_event_twice_is_a_duplicate() {
+    for (name, store, _backing) in stores().await {
+        let event = status_event("m1", "sent");
+        assert_eq!(
+            store.ingest(&event).await.unwrap(),
+            Ingested::Stored,
+            "{name}"
+        );
+        assert_eq!(
+            store.ingest(&event).await.unwrap(),
+            Ingested::Duplicate,
+            "{name}"
+        );
+        // Stored once: one event to route.
+        let unrouted = store.unrouted(10, LONG).await.unwrap();
+        assert_eq!(unrouted.len(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_unrouted_once_and_routing_removes_it() {
+    for (name, store, _backing) in stores().await {
+        let event = inbound_event("in-1");
+        store.ingest(&event).await.unwrap();
+        let first = store.unrouted(10, LONG).await.unwrap();
+        assert_eq!(first.len(), 1, "{name}");
+        assert_eq!(first[0].1, event, "{name}: the event as stored");
+        assert!(
+            store.unrouted(10, LONG).await.unwrap().is_empty(),
+            "{name}: not handed out twice within the lease"
+        );
+        store.route(&first[0].0, &[]).await.unwrap();
+        // A lease of zero hands out again every event read and not routed: not this one.
+        assert!(
+            store.unrouted(10, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}: routed, so never again, even after the lease"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_not_routed_within_its_lease_is_handed_out_again() {
+    for (name, store, _backing) in stores().await {
+        let lease = Duration::from_millis(50);
+        let event = status_event("m1", "delivered");
+        store.ingest(&event).await.unwrap();
+        assert_eq!(store.unrouted(10, lease).await.unwrap().len(), 1, "{name}");
+        // Its router died: nothing routed.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = store.unrouted(10, lease).await.unwrap();
+        assert_eq!(again.len(), 1, "{name}: handed out again");
+        assert_eq!(again[0].1, event, "{name}");
+        store
+            .route(&again[0].0, &[delivery("d1", "billing:m1")])
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store.due(10, LONG).await.unwrap()),
+            ["d1"],
+            "{name}: routed by the second router"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unrouted_honours_its_limit_oldest_first() {
+    for (name, store, _backing) in stores().await {
+        for n in 0..3 {
+            store
+                .ingest(&inbound_event(&format!("in-{n}")))
+                .await
+                .unwrap();
+        }
+        let first = store.unrouted(2, LONG).await.unwrap();
+        let keys: Vec<&str> = first.iter().map(|(_, e)| e.key.as_str()).collect();
+        assert_eq!(keys, ["inbound:in-0", "inbound:in-1"], "{name}");
+        let rest = store.unrouted(2, LONG).await.unwrap();
+        assert_eq!(rest.len(), 1, "{name}");
+        assert_eq!(rest[0].1.key, "inbound:in-2", "{name}");
+        assert!(store.unrouted(0, LONG).await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn routing_twice_creates_the_deliveries_once() {
+    for (name, store, _backing) in stores().await {
+        store.ingest(&status_event("m1", "sent")).await.unwrap();
+        let (handle, _) = store.unrouted(10, LONG).await.unwrap().remove(0);
+        let deliveries = [delivery("d1", "billing:m1"), delivery("d2", "alerts:m1")];
+        store.route(&handle, &deliveries).await.unwrap();
+        store.route(&handle, &deliveries).await.unwrap();
+        let mut due = store.due(10, LONG).await.unwrap();
+        due.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(ids(&due), ["d1", "d2"], "{name}");
+        for d in &due {
+            store.delivered(&d.id).await.unwrap();
+        }
+        // A third time, after the deliveries were made: still nothing new.
+        store.route(&handle, &deliveries).await.unwrap();
+        assert!(
+            store.due(10, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deliveries_of_one_order_key_go_one_at_a_time_in_order() {
+    for (name, store, _backing) in stores().await {
+        for (n, status) in ["sent", "delivered", "read"].into_iter().enumerate() {
+            let d = delivery(&format!("d{n}"), "billing:m1");
+            ingest_and_route(name, &store, &status_event("m1", status), &[d]).await;
+        }
+        ingest_and_route(
+            name,
+            &store,
+            &status_event("m2", "sent"),
+            &[delivery("other", "billing:m2")],
+        )
+        .await;
+
+        let mut due = store.due(10, LONG).await.unwrap();
+        due.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(ids(&due), ["d0", "other"], "{name}: only the first of m1");
+        let d0 = due.iter().find(|d| d.id == "d0").unwrap();
+        let expected = delivery("d0", "billing:m1");
+        assert_eq!(
+            (&d0.caller, &d0.url, &d0.order_key, &d0.body, d0.attempts),
+            (
+                &expected.caller,
+                &expected.url,
+                &expected.order_key,
+                &expected.body,
+                0
+            ),
+            "{name}: the delivery as routed"
+        );
+
+        store.delivered("d0").await.unwrap();
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d1"], "{name}");
+        store.delivered("d1").await.unwrap();
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d2"], "{name}");
+        store.delivered("d2").await.unwrap();
+        store.delivered("other").await.unwrap();
+        assert!(
+            store.due(10, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_after_its_delay_and_counted() {
+    for (name, store, _backing) in stores().await {
+        ingest_and_route(
+            name,
+            &store,
+            &status_event("m1", "sent"),
+            &[delivery("d1", "billing:m1"), delivery("d2", "billing:m1")],
+        )
+        .await;
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d1"], "{name}");
+        store
+            .failed("d1", Some(Duration::from_millis(250)), "HTTP 503")
+            .await
+            .unwrap();
+        assert!(
+            store.due(10, LONG).await.unwrap().is_empty(),
+            "{name}: not before its retry, and d2 still waits behind it"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let due = store.due(10, LONG).await.unwrap();
+        assert_eq!(ids(&due), ["d1"], "{name}");
+        assert_eq!(due[0].attempts, 1, "{name}: one attempt made before");
+        store
+            .failed("d1", Some(Duration::ZERO), "HTTP 503")
+            .await
+            .unwrap();
+        assert_eq!(store.due(10, LONG).await.unwrap()[0].attempts, 2, "{name}");
+        assert!(store.dead_letters(10).await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_out_of_attempts_is_a_dead_letter_and_the_next_goes_on() {
+    for (name, store, _backing) in stores().await {
+        ingest_and_route(
+            name,
+            &store,
+            &status_event("m1", "sent"),
+            &[delivery("d1", "billing:m1"), delivery("d2", "billing:m1")],
+        )
+        .await;
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d1"], "{name}");
+        store
+            .failed("d1", Some(Duration::ZERO), "HTTP 500")
+            .await
+            .unwrap();
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d1"], "{name}");
+        store.failed("d1", None, "HTTP 410 Gone").await.unwrap();
+
+        let letters = store.dead_letters(10).await.unwrap();
+        assert_eq!(letters.len(), 1, "{name}");
+        let letter = &letters[0];
+        assert_eq!(letter.id, "d1", "{name}");
+        assert_eq!(letter.caller, "billing", "{name}");
+        assert_eq!(letter.url, "https://billing.internal/hooks", "{name}");
+        assert_eq!(letter.attempts, 2, "{name}");
+        assert_eq!(letter.last_error, "HTTP 410 Gone", "{name}");
+        assert_eq!(
+            letter.body,
+            json!({"id": "d1", "type": "message.status"}),
+            "{name}"
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            letter.dead_at_ms.abs_diff(now_ms) < 60_000,
+            "{name}: dead at {} (now {now_ms})",
+            letter.dead_at_ms
+        );
+
+        let due = store.due(10, LONG).await.unwrap();
+        assert_eq!(ids(&due), ["d2"], "{name}: the next in line goes on");
+        assert_eq!(due[0].attempts, 0, "{name}");
+        // A dead letter takes no more attempts.
+        store
+            .failed("d1", Some(Duration::ZERO), "late")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.dead_letters(10).await.unwrap()[0].attempts,
+            2,
+            "{name}"
+        );
+        assert!(store.dead_letters(0).await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_come_newest_first_up_to_the_limit() {
+    for (name, store, _backing) in stores().await {
+        for n in 0..3 {
+            let id = format!("d{n}");
+            ingest_and_route(
+                name,
+                &store,
+                &inbound_event(&format!("in-{n}")),
+                &[delivery(&id, &format!("billing:in-{n}"))],
+            )
+            .await;
+            assert_eq!(ids(&store.due(10, LONG).await.unwrap()), [id.as_str()]);
+            store.failed(&id, None, "HTTP 404").await.unwrap();
+            // Apart in time, so "newest" is not a tie.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let letters = store.dead_letters(2).await.unwrap();
+        let ids: Vec<&str> = letters.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["d2", "d1"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_is_due_again_with_its_attempts_reset() {
+    for (name, store, _backing) in stores().await {
+        ingest_and_route(
+            name,
+            &store,
+            &status_event("m1", "sent"),
+            &[delivery("d1", "billing:m1")],
+        )
+        .await;
+        store.due(10, LONG).await.unwrap();
+        store.failed("d1", None, "HTTP 500").await.unwrap();
+        assert!(
+            store.due(10, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}"
+        );
+
+        assert!(
+            !store.replay("nope").await.unwrap(),
+            "{name}: no such letter"
+        );
+        assert!(store.replay("d1").await.unwrap(), "{name}");
+        assert!(
+            !store.replay("d1").await.unwrap(),
+            "{name}: not a dead letter any more"
+        );
+        assert!(store.dead_letters(10).await.unwrap().is_empty(), "{name}");
+        let due = store.due(10, LONG).await.unwrap();
+        assert_eq!(ids(&due), ["d1"], "{name}");
+        assert_eq!(due[0].attempts, 0, "{name}");
+        store.delivered("d1").await.unwrap();
+        assert!(
+            store.due(10, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_goes_behind_the_pending_ones_of_its_order_key() {
+    for (name, store, _backing) in stores().await {
+        ingest_and_route(
+            name,
+            &store,
+            &status_event("m1", "sent"),
+            &[delivery("d1", "billing:m1"), delivery("d2", "billing:m1")],
+        )
+        .await;
+        store.due(10, LONG).await.unwrap();
+        store.failed("d1", None, "HTTP 500").await.unwrap();
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d2"], "{name}");
+        assert!(store.replay("d1").await.unwrap(), "{name}");
+        assert!(
+            store.due(10, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}: d2 is out (leased), d1 waits behind it"
+        );
+        store.delivered("d2").await.unwrap();
+        assert_eq!(ids(&store.due(10, LONG).await.unwrap()), ["d1"], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_delivery_is_not_handed_out_again_until_its_lease_runs_out() {
+    for (name, store, _backing) in stores().await {
+        ingest_and_route(
+            name,
+            &store,
+            &status_event("m1", "sent"),
+            &[delivery("d1", "billing:m1")],
+        )
+        .await;
+        let lease = Duration::from_millis(250);
+        assert_eq!(ids(&store.due(10, lease).await.unwrap()), ["d1"], "{name}");
+        assert!(
+            store.due(10, lease).await.unwrap().is_empty(),
+            "{name}: leased"
+        );
+        // Its worker died.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let due = store.due(10, lease).await.unwrap();
+        assert_eq!(ids(&due), ["d1"], "{name}: the lease ran out");
+        assert_eq!(due[0].attempts, 0, "{name}: a lost lease is not a failure");
+    }
+}
+
+#[tokio::test]
+async fn due_honours_its_limit() {
+    for (name, store, _backing) in stores().await {
+        ingest_and_route(
+            name,
+            &store,
+            &inbound_event("in-1"),
+            &[
+                delivery("a", "billing:in-1"),
+                delivery("b", "alerts:in-1"),
+                delivery("c", "crm:in-1"),
+            ],
+        )
+        .await;
+        assert_eq!(store.due(2, LONG).await.unwrap().len(), 2, "{name}");
+        assert_eq!(store.due(2, LONG).await.unwrap().len(), 1, "{name}");
+        assert!(
+            store.due(0, Duration::ZERO).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_latest_status_never_goes_back() {
+    for (name, store, _backing) in stores().await {
+        assert_eq!(store.latest_status("m1").await.unwrap(), None, "{name}");
+        store.ingest(&status_event("m1", "sent")).await.unwrap();
+        assert_eq!(
+            store.latest_status("m1").await.unwrap().unwrap().status,
+            "sent",
+            "{name}"
+        );
+        let read = status_event("m1", "read");
+        store.ingest(&read).await.unwrap();
+        // Out of order: `delivered` arrives after `read`.
+        store
+            .ingest(&status_event("m1", "delivered"))
+            .await
+            .unwrap();
+        let latest = store.latest_status("m1").await.unwrap().unwrap();
+        assert_eq!(latest.status, "read", "{name}");
+        let payload: serde_json::Value = serde_json::from_str(&latest.payload).unwrap();
+        assert_eq!(payload, read.payload, "{name}: read's payload");
+        // A later status of the same rank or above wins.
+        store.ingest(&status_event("m1", "failed")).await.unwrap();
+        assert_eq!(
+            store.latest_status("m1").await.unwrap().unwrap().status,
+            "failed",
+            "{name}"
+        );
+        // Inbound messages have no status.
+        store.ingest(&inbound_event("m2")).await.unwrap();
+        assert_eq!(store.latest_status("m2").await.unwrap(), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn owners_are_remembered_for_their_ttl() {
+    for (name, store, _backing) in stores().await {
+        let owner = Owner {
+            caller: "billing".to_owned(),
+            account: "main".to_owned(),
+        };
+        assert_eq!(store.owner("m1").await.unwrap(), None, "{name}");
+        store
+            .remember_owner("m1", &owner, Duration::from_millis(250))
+            .await
+            .unwrap();
+        store.remember_owner("m2", &owner, LONG).await.unwrap();
+        assert_eq!(
+            store.owner("m1").await.unwrap().as_ref(),
+            Some(&owner),
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(store.owner("m1").await.unwrap(), None, "{name}: expired");
+        assert_eq!(
+            store.owner("m2").await.unwrap().as_ref(),
+            Some(&owner),
+            "{name}"
+        );
+    }
+}
+
+// Redis only: what comes of replicas sharing one Redis.
+
+#[tokio::test]
+async fn two_redis_replicas_split_the_events_between_them() {
+    let redis = Redis::start().await;
+    let (one, two) = (
+        redis_store(&redis, "replica-1"),
+        redis_store(&redis, "replica-2"),
+    );
+    for n in 0..5 {
+        one.ingest(&inbound_event(&format!("in-{n}")))
+            .await
+            .unwrap();
+    }
+    // A duplicate is recognised whichever replica received the first copy.
+    assert_eq!(
+        two.ingest(&inbound_event("in-0")).await.unwrap(),
+        Ingested::Duplicate
+    );
+    let lease = Duration::from_millis(500);
+    let (a, b) = (
+        one.unrouted(3, lease).await.unwrap(),
+        two.unrouted(10, lease).await.unwrap(),
+    );
+    assert_eq!((a.len(), b.len()), (3, 2));
+    assert!(one.unrouted(10, lease).await.unwrap().is_empty());
+    assert!(two.unrouted(10, lease).await.unwrap().is_empty());
+    let mut keys: Vec<&str> = a.iter().chain(&b).map(|(_, e)| e.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "inbound:in-0",
+            "inbound:in-1",
+            "inbound:in-2",
+            "inbound:in-3",
+            "inbound:in-4"
+        ]
+    );
+
+    // Replica one dies before routing its three; two routes its own and, once the lease has run
+    // out, takes over one's.
+    for (handle, event) in &b {
+        let d = delivery(&format!("d-{}", event.key), &event.key);
+        two.route(handle, &[d]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let taken_over = two.unrouted(10, lease).await.unwrap();
+    let mut keys: Vec<&str> = taken_over.iter().map(|(_, e)| e.key.as_str()).collect();
+    keys.sort_unstable();
+    let mut expected: Vec<&str> = a.iter().map(|(_, e)| e.key.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+    assert!(one.unrouted(10, lease).await.unwrap().is_empty());
+
+    // Both route them, with deliveries of their own making (other ids, other order keys, as a
+    // router that builds them afresh would): each event is routed once, nothing twice.
+    for (handle, event) in a.iter().chain(&taken_over) {
+        let d = delivery(&format!("d-{}", event.key), &event.key);
+        one.route(handle, &[d]).await.unwrap();
+        let d = delivery(&format!("again-{}", event.key), &format!("x:{}", event.key));
+        two.route(handle, &[d]).await.unwrap();
+    }
+    let due = one.due(100, LONG).await.unwrap();
+    assert_eq!(due.len(), 5);
+    assert!(
+        two.due(100, LONG).await.unwrap().is_empty(),
+        "leased by one"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_redis_entry_is_dropped_not_handed_out_forever() {
+    let redis = Redis::start().await;
+    let store = redis_store(&redis, "replica-1");
+    store.ingest(&inbound_event("in-0")).await.unwrap();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("qikchat-relay:webhooks:events")
+        .arg("*")
+        .arg("event")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store.ingest(&inbound_event("in-1")).await.unwrap();
+
+    let lease = Duration::from_millis(20);
+    let events = store.unrouted(10, lease).await.unwrap();
+    let keys: Vec<&str> = events.iter().map(|(_, e)| e.key.as_str()).collect();
+    assert_eq!(keys, ["inbound:in-0", "inbound:in-1"]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = store.unrouted(10, lease).await.unwrap();
+    assert_eq!(again.len(), 2, "the two real events, not the poison");
+    let length: u64 = redis::cmd("XLEN")
+        .arg("qikchat-relay:webhooks:events")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(length, 2, "the poison is deleted");
+}
+
+#[tokio::test]
+async fn redis_keeps_the_events_ingested_before_any_replica_read() {
+    // The consumer group is created on the first read, from the start of the stream: events
+    // stored before then are not skipped.
+    let redis = Redis::start().await;
+    let writer = redis_store(&redis, "writer");
+    writer.ingest(&inbound_event("in-0")).await.unwrap();
+    writer.ingest(&inbound_event("in-1")).await.unwrap();
+    let reader = redis_store(&redis, "reader");
+    assert_eq!(reader.unrouted(10, LONG).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_an_error_that_does_not_name_it() {
+    let mut redis = Redis::start().await;
+    let url = redis.url.clone();
+    redis.stop();
+    let store = Store::Redis(
+        RedisStore::new(&url, Duration::from_millis(200), "replica-1".to_owned()).unwrap(),
+    );
+    let error = store
+        .ingest(&inbound_event("in-0"))
+        .await
+        .expect_err("Redis is down")
+        .to_string();
+    let port = url.rsplit(':').next().unwrap();
+    assert!(
+        !error.contains(&url) && !error.contains(port),
+        "the error names the server: {error}"
+    );
+}
