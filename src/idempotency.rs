@@ -348,13 +348,8 @@ impl Store {
 
     /// A Redis store that connects lazily, so the relay starts (not ready) while Redis is down.
     pub fn redis(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        Ok(Self::Redis(ConnectionManager::new_lazy_with_config(
-            client, config,
+        Ok(Self::Redis(crate::redis_client::connect_lazily(
+            url, timeout,
         )?))
     }
 }

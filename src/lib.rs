@@ -10,6 +10,9 @@
 //! - [`policy`]: callers' rules and Qikchat accounts (`RELAY_CLIENTS_FILE`), reloaded while
 //!   running; `policy::limits` applies rates, quotas and WhatsApp pacing to a send.
 //! - [`limits`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
+//! - [`webhooks`]: Qikchat's webhooks, stored and fanned out to subscribers, signed, with retries
+//!   and dead letters (`routes/webhooks.rs` receives them).
+//! - [`redis_client`]: the one way every Redis user connects.
 //! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
 //! - [`idempotency`]: `Idempotency-Key`, in memory or in Redis: a retry never sends twice.
 //! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
@@ -32,6 +35,7 @@ pub mod message;
 pub mod policy;
 pub mod preflight;
 pub mod qikchat;
+pub mod redis_client;
 pub mod routes;
 pub mod telemetry;
 pub mod webhooks;

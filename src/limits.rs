@@ -268,17 +268,11 @@ impl Limiter {
         Self::Memory(MemoryLimits::new(max_keys))
     }
 
-    /// Lazily connecting, like idempotency::Store::redis: the relay starts while Redis is down.
-    /// A decision fails rather than wait: each connection attempt and each answer is given
-    /// `timeout`, with one retry, so a dead Redis costs a request a few `timeout`s at most.
+    /// Limits in Redis, connecting lazily ([`crate::redis_client`]): a decision fails rather
+    /// than waits when Redis is down.
     pub fn redis(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        Ok(Self::Redis(ConnectionManager::new_lazy_with_config(
-            client, config,
+        Ok(Self::Redis(crate::redis_client::connect_lazily(
+            url, timeout,
         )?))
     }
 

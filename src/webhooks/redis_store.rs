@@ -290,13 +290,8 @@ impl RedisStore {
     /// down. Each connection attempt and each answer is given `timeout`, with one retry.
     /// `consumer` names this replica in the consumer group; replicas must not share a name.
     pub fn new(url: &str, timeout: Duration, consumer: String) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
         Ok(Self {
-            redis: ConnectionManager::new_lazy_with_config(client, config)?,
+            redis: crate::redis_client::connect_lazily(url, timeout)?,
             consumer: consumer.into(),
         })
     }

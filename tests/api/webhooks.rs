@@ -111,6 +111,22 @@ pub fn verified(request: &Request) -> Value {
     serde_json::from_slice(&request.body).expect("JSON")
 }
 
+/// The distinct event ids among verified deliveries.
+fn distinct_ids(deliveries: &[Request]) -> Vec<String> {
+    let mut ids: Vec<String> = deliveries
+        .iter()
+        .map(|r| {
+            verified(r)["data"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 async fn send_one(app: &TestApp, id: &str) {
     Mock::given(method("POST"))
         .and(path("/v1/messages"))
@@ -399,17 +415,7 @@ async fn a_burst_of_hundreds_of_events_is_stored_and_each_delivered_once() {
         assert_eq!(post.await.expect("joined"), 200);
     }
     let deliveries = received(&subscriber, "/alerts/inbound", 300).await;
-    let mut ids: Vec<String> = deliveries
-        .iter()
-        .map(|r| {
-            verified(r)["data"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
+    let ids = distinct_ids(&deliveries);
     assert_eq!(ids.len(), 300);
     assert_eq!(deliveries.len(), 300, "no duplicates in a healthy run");
 }
@@ -519,17 +525,7 @@ async fn two_replicas_share_one_redis_stream_and_deliver_each_event_once() {
     let deliveries = received(&subscriber, "/alerts/inbound", 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let deliveries = received(&subscriber, "/alerts/inbound", deliveries.len()).await;
-    let mut ids: Vec<String> = deliveries
-        .iter()
-        .map(|r| {
-            verified(r)["data"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
+    let ids = distinct_ids(&deliveries);
     assert_eq!(ids.len(), 100, "every event delivered");
     assert_eq!(
         deliveries.len(),
