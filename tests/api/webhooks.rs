@@ -467,10 +467,22 @@ async fn survives_a_crash(store: &[(&str, &str)]) {
 
     subscriber.reset().await;
     subscriber_accepts(&subscriber, "/alerts/inbound").await;
-    let _second = crate::process::start(&settings).await;
+    let second = crate::process::start(&settings).await;
     let delivered = received(&subscriber, "/alerts/inbound", 1).await;
     assert_eq!(delivered.len(), 1, "delivered after the restart");
     assert_eq!(verified(&delivered[0])["data"]["id"], "in-crash");
+    // The webhook's path secret and the signing secret appear in no log line.
+    for line in first.output().iter().chain(second.output().iter()) {
+        assert!(!line.contains(WEBHOOK_SECRET), "{line}");
+        assert!(!line.contains(&SIGNING_SECRET[6..]), "{line}");
+    }
+    assert!(
+        first
+            .output()
+            .iter()
+            .any(|l| l.contains("webhook delivery failed; retrying")),
+        "the failed attempt is logged"
+    );
 }
 
 #[tokio::test]
