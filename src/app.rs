@@ -79,6 +79,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config) -> std::io::Result<Self> {
+        // First: metrics recorded while building (counters exported at 0) need the recorder.
+        let metrics = telemetry::metrics();
         let policy = Arc::new(
             Live::start(config.policy.clone(), config.upstream_timeout())
                 .map_err(std::io::Error::other)?,
@@ -137,7 +139,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
             draining: Arc::new(AtomicBool::new(false)),
-            metrics: telemetry::metrics(),
+            metrics,
         })
     }
 

@@ -45,6 +45,16 @@ impl Webhooks {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("qikchat-relay/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        // Exported at 0 from the start, so that alerts on them have a series to work with.
+        for kind in ["status", "inbound"] {
+            for result in ["stored", "duplicate"] {
+                metrics::counter!("relay_webhook_events_total", "kind" => kind, "result" => result)
+                    .increment(0);
+            }
+        }
+        for outcome in ["delivered", "retried", "dead_letter"] {
+            metrics::counter!("relay_webhook_deliveries_total", "outcome" => outcome).increment(0);
+        }
         Ok(Arc::new(Self {
             settings,
             store,

@@ -23,7 +23,7 @@ const TARGET_LABELS: [&str; 4] = ["job", "instance", "namespace", "pod"];
 const OTHER_METRICS: [&str; 1] = ["up"];
 
 /// The panels the on-call needs, by title.
-const PANELS: [&str; 10] = [
+const PANELS: [&str; 12] = [
     "Sends by outcome",
     "Send error ratio by caller",
     "Qikchat latency p50 / p99",
@@ -34,14 +34,17 @@ const PANELS: [&str; 10] = [
     "HTTP requests by route and status",
     "HTTP latency p99 by route",
     "Build info",
+    "Webhook events received",
+    "Webhook deliveries by outcome",
 ];
 
-const ALERT_NAMES: [&str; 5] = [
+const ALERT_NAMES: [&str; 6] = [
     "QikchatRelayQikchatFailing",
     "QikchatRelayErrorRatioHigh",
     "QikchatRelayQikchatLatencyHigh",
     "QikchatRelayShedding",
     "QikchatRelayDown",
+    "QikchatRelayWebhookDeadLetters",
 ];
 
 fn read(file: &str) -> String {
@@ -364,7 +367,12 @@ async fn exercise_every_metric(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn the_dashboard_and_the_alerts_query_only_metrics_and_labels_the_relay_exports() {
+    // Webhooks on, so that their metrics are exported too.
+    let dir = crate::helpers::TempDir::new();
+    let data = dir.0.join("data");
     let app = spawn_app_with(&[
+        ("RELAY_WEBHOOK_SECRET", "hook-0123456789abcdef"),
+        ("RELAY_DATA_DIR", data.to_str().expect("UTF-8")),
         ("RELAY_MEDIA_PREFLIGHT", "enforce"),
         ("RELAY_MEDIA_PREFLIGHT_ALLOW_PRIVATE", "true"),
         ("RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS", "2000"),
