@@ -73,9 +73,22 @@ async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<Me
     let span = Span::current();
     span.record("qikchat_id", id.as_str());
     // Asked of the caller's account: the one its messages are sent through.
-    // The latest status Qikchat posted to the webhook, when there is one: no call needed.
+    // The latest status Qikchat posted to the webhook, when there is one and the message is the
+    // caller's own: no call needed. Anything else is asked of Qikchat with the caller's account.
     if let Some(webhooks) = &state.webhooks {
-        match webhooks.store.latest_status(&id).await {
+        let own = match webhooks.store.owner(&id).await {
+            Ok(owner) => owner.is_some_and(|owner| *owner.caller == *caller.name),
+            Err(e) => {
+                warn!(error = %e, "the stored statuses cannot be read; asking Qikchat");
+                false
+            }
+        };
+        let latest = if own {
+            webhooks.store.latest_status(&id).await
+        } else {
+            Ok(None)
+        };
+        match latest {
             Ok(Some(latest)) => {
                 let payload = serde_json::from_str(&latest.payload).unwrap_or_default();
                 if let Some(status) = MessageStatus::from_payload(&id, &payload) {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use base64::Engine as _;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{Span, info, warn};
@@ -21,14 +21,19 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     app::AppState,
-    error::{ApiError, Result},
+    error::{ApiError, FieldError, Result},
     policy::DEFAULT_ACCOUNT,
     webhooks::{DeadLetter, Ingested, Kind, Webhooks, event},
 };
 
 /// Which account's webhook this is: Qikchat calls one URL per account, so each account's URL
 /// names it (`?account=brand2`); without it, the default account.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "documents the query for OpenAPI; the handler parses it"
+)]
 pub struct AccountQuery {
     /// The account (WhatsApp number) whose webhook URL this is; `default` when absent.
     account: Option<String>,
@@ -37,8 +42,8 @@ pub struct AccountQuery {
 /// What Qikchat gets back.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Received {
-    /// `stored`, or `duplicate` when the same event was received before (and is not passed on
-    /// twice).
+    /// `stored`; `duplicate` when the same event was received before (it is not passed on
+    /// twice); `ignored` for an event that is neither a status nor a customer's message.
     #[schema(examples("stored"))]
     pub status: &'static str,
 }
@@ -56,8 +61,8 @@ pub struct Received {
     ),
     request_body(content = Object, description = "Qikchat's event: `{event, payload}` or `{message: {event, payload}}`"),
     responses(
-        (status = 200, description = "Stored (or a duplicate)", body = Received),
-        (status = 400, description = "`malformed_request`: not an event the relay understands; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Stored, a duplicate, or ignored (another kind of event)", body = Received),
+        (status = 400, description = "`malformed_request`: not JSON, or no `event` and `payload`; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: `RELAY_WEBHOOK_BASIC_AUTH` is set and the request's Basic Auth does not match", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Basic realm=\"qikchat-relay\"`"))),
         (status = 404, description = "`not_found`: webhooks are off, the secret is wrong, or the account is unknown", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -69,7 +74,7 @@ pub struct Received {
 pub async fn receive(
     State(state): State<AppState>,
     Path(secret): Path<String>,
-    Query(query): Query<AccountQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Received>> {
@@ -98,13 +103,31 @@ pub async fn receive(
             return Err(ApiError::WebhookUnauthorized);
         }
     }
-    let account = query.account.unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+    let account = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "account")
+        .map_or_else(
+            || DEFAULT_ACCOUNT.to_owned(),
+            |(_, value)| value.into_owned(),
+        );
     if !state.policy.current().accounts.contains_key(&account) {
         warn!(account, "a webhook call for an unknown account was refused");
         return Err(not_found());
     }
-    let event = event::parse(&body, &account, event::now_ms())
-        .map_err(|e| ApiError::Malformed(format!("not a Qikchat event: {e}")))?;
+    let event = match event::parse(&body, &account, event::now_ms()) {
+        Ok(event) => event,
+        // Another kind of event (a template approval, ...): taken, so Qikchat does not retry it,
+        // and dropped, as no subscriber asks for it.
+        Err(event::Unreadable::UnknownEvent(name)) => {
+            info!(
+                event = name,
+                "a Qikchat event that is neither a status nor a customer's message was ignored"
+            );
+            metrics::counter!("relay_webhook_events_total", "kind" => "other", "result" => "ignored")
+                .increment(1);
+            return Ok(Json(Received { status: "ignored" }));
+        }
+        Err(e) => return Err(ApiError::Malformed(format!("not a Qikchat event: {e}"))),
+    };
     let span = Span::current();
     span.record("qikchat_id", event.message_id.as_str());
     let ingested = hooks.store.ingest(&event).await.map_err(|e| {
@@ -128,10 +151,37 @@ pub async fn receive(
     Ok(Json(Received { status }))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// The dead-letter list's query; read by hand, so that a bad value is a problem+json naming it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "documents the query for OpenAPI; the handler parses it"
+)]
 pub struct ListQuery {
-    /// At most this many, newest first (default 100, at most 1000).
-    limit: Option<usize>,
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u16>,
+}
+
+/// `limit` from the query string: 1 to 1000, 100 when absent.
+fn limit(query: Option<&str>) -> Result<usize> {
+    let value = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "limit")
+        .map(|(_, value)| value.into_owned());
+    match value {
+        None => Ok(100),
+        Some(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::Invalid(vec![FieldError::new(
+                    "limit",
+                    "must be a whole number from 1 to 1000",
+                )])
+            }),
+    }
 }
 
 #[utoipa::path(
@@ -143,18 +193,20 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "The dead letters, newest first", body = Vec<DeadLetter>),
-        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "`not_found`: webhooks are off", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`: `limit` is not 1 to 1000", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = []))
 )]
 pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<ListQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<DeadLetter>>> {
     let hooks = admin(&state, &headers)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = limit(query.as_deref())?;
     let letters = hooks.store.dead_letters(limit).await.map_err(|e| {
         warn!(error = %e, "the dead letters could not be read");
         ApiError::UpstreamUnavailable
@@ -172,7 +224,8 @@ pub async fn dead_letters(
     params(("id" = String, Path, description = "The dead letter's `id` (its `webhook-id`)")),
     responses(
         (status = 202, description = "Back in line"),
-        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::error::Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "`not_found`: no dead letter with this id, or webhooks are off", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = []))
@@ -199,17 +252,23 @@ fn enabled(state: &AppState) -> Result<&Arc<Webhooks>> {
     state.webhooks.as_ref().ok_or_else(not_found)
 }
 
-/// The operator's endpoints want `Authorization: Bearer <RELAY_ADMIN_TOKEN>`.
+/// The operator's endpoints want `Authorization: Bearer <RELAY_ADMIN_TOKEN>`, checked first:
+/// without it, nobody learns even whether webhooks are on.
 fn admin<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Arc<Webhooks>> {
-    let hooks = enabled(state)?;
+    let expected = state
+        .webhooks
+        .as_ref()
+        .and_then(|hooks| hooks.settings.admin_token_sha256);
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| digest(token.trim().as_bytes()));
-    match (hooks.settings.admin_token_sha256, presented) {
-        (Some(expected), Some(presented)) if bool::from(expected.ct_eq(&presented)) => Ok(hooks),
+    match (expected, presented) {
+        (Some(expected), Some(presented)) if bool::from(expected.ct_eq(&presented)) => {
+            enabled(state)
+        }
         _ => Err(ApiError::Unauthorized),
     }
 }

@@ -186,6 +186,16 @@ async fn a_status_reaches_the_caller_that_sent_the_message_signed_and_with_every
         .filter(|r| r.method.as_str() == "GET")
         .count();
     assert_eq!(lookups, 0);
+    // Another caller does not read billing's stored statuses: its lookup goes to Qikchat
+    // (which, here, does not know the id).
+    let other = app
+        .http
+        .get(app.url("/messages/m-1"))
+        .bearer_auth(OTHER_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    problem(other, 404, "not_found").await;
 }
 
 #[tokio::test]
@@ -288,6 +298,21 @@ async fn wrong_secrets_missing_basic_auth_duplicates_and_junk_are_told_apart() {
         .await
         .expect("answer");
     problem(junk, 400, "malformed_request").await;
+    let other: Value = app
+        .http
+        .post(&url)
+        .basic_auth("qikchat", Some("s3cret-SENTINEL"))
+        .json(&json!({"event": "whatsapp:template:approved", "payload": {"id": "t-1"}}))
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        other["status"], "ignored",
+        "taken, so Qikchat does not retry, and dropped"
+    );
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -352,6 +377,15 @@ async fn a_failing_subscriber_gets_retries_in_order_then_dead_letters_that_an_op
             .send()
     };
     problem(list(TOKEN).await.expect("answer"), 401, "unauthorized").await;
+    let bad_limit = app
+        .http
+        .get(app.url("/webhooks/dead-letters?limit=1.5"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    let bad_limit = problem(bad_limit, 422, "invalid_request").await;
+    assert_eq!(bad_limit["errors"][0]["field"], "limit");
     let mut letters = Vec::new();
     for _ in 0..50 {
         letters = list(ADMIN_TOKEN)
@@ -425,6 +459,15 @@ async fn webhooks_are_off_without_a_secret() {
     let app = spawn_app_with(&[]).await;
     let answer = post_event(&app.http, &app.url(""), &inbound_event("in-1", "hi")).await;
     problem(answer, 404, "not_found").await;
+    // The operator's endpoints ask for their token first, and no token is configured.
+    let letters = app
+        .http
+        .get(app.url("/webhooks/dead-letters"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("answer");
+    problem(letters, 401, "unauthorized").await;
 }
 
 /// Posts an event to a relay process whose subscriber fails, kills the process with SIGKILL

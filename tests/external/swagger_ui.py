@@ -26,9 +26,11 @@ def main(base_url: str, token: str, screenshot: str) -> None:
         browser.get(f"{base_url}/docs/")
         # The page renders after load: wait for the UI itself.
         wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "button.authorize"))).click()
-        token_input = wait.until(ready.visibility_of_element_located((By.CSS_SELECTOR, ".modal-ux input")))
-        token_input.send_keys(token)
-        browser.find_element(By.CSS_SELECTOR, ".modal-ux button.authorize").click()
+        # The modal lists every scheme (the operator's "admin" too): fill in the callers' "bearer".
+        scheme = wait.until(ready.visibility_of_element_located(
+            (By.XPATH, "//div[contains(@class, 'auth-container')][.//h4[starts-with(normalize-space(.), 'bearer')]]")))
+        scheme.find_element(By.CSS_SELECTOR, "input").send_keys(token)
+        scheme.find_element(By.CSS_SELECTOR, "button.authorize").click()
         browser.find_element(By.CSS_SELECTOR, ".modal-ux button.btn-done").click()
 
         operation = wait.until(ready.element_to_be_clickable((By.ID, "operations-messages-sendMessage")))
