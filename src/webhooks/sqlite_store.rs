@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS events (
     lease_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_unrouted ON events (routed, seq);
+CREATE INDEX IF NOT EXISTS events_forgotten ON events (routed, received_at);
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS owners (
     account TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS owners_expiry ON owners (expires_at);
 CREATE TABLE IF NOT EXISTS statuses (
     message_id TEXT PRIMARY KEY,
     rank INTEGER NOT NULL,
