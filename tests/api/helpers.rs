@@ -202,9 +202,13 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.get_as(TOKEN, path).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))
-            .bearer_auth(TOKEN)
+            .bearer_auth(token)
             .send()
             .await
             .expect("the relay answers")

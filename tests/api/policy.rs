@@ -407,13 +407,7 @@ async fn each_account_sends_with_its_own_key_to_its_own_base_url() {
         .expect("json");
     assert_eq!(sent["id"], "m-brand2");
     // The status lookup goes to the caller's account.
-    let status = app
-        .http
-        .get(app.url("/messages/m-brand2"))
-        .bearer_auth(MARKETING_TOKEN)
-        .send()
-        .await
-        .expect("answer");
+    let status = app.get_as(MARKETING_TOKEN, "/messages/m-brand2").await;
     assert_eq!(status.status(), 200);
     let status: Value = status.json().await.expect("json");
     assert_eq!(status["status"], "read");

@@ -188,13 +188,7 @@ async fn a_status_reaches_the_caller_that_sent_the_message_signed_and_with_every
     assert_eq!(lookups, 0);
     // Another caller does not read billing's stored statuses: its lookup goes to Qikchat
     // (which, here, does not know the id).
-    let other = app
-        .http
-        .get(app.url("/messages/m-1"))
-        .bearer_auth(OTHER_TOKEN)
-        .send()
-        .await
-        .expect("answer");
+    let other = app.get_as(OTHER_TOKEN, "/messages/m-1").await;
     problem(other, 404, "not_found").await;
 }
 
@@ -378,12 +372,8 @@ async fn a_failing_subscriber_gets_retries_in_order_then_dead_letters_that_an_op
     };
     problem(list(TOKEN).await.expect("answer"), 401, "unauthorized").await;
     let bad_limit = app
-        .http
-        .get(app.url("/webhooks/dead-letters?limit=1.5"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answer");
+        .get_as(ADMIN_TOKEN, "/webhooks/dead-letters?limit=1.5")
+        .await;
     let bad_limit = problem(bad_limit, 422, "invalid_request").await;
     assert_eq!(bad_limit["errors"][0]["field"], "limit");
     let mut letters = Vec::new();
@@ -460,13 +450,7 @@ async fn webhooks_are_off_without_a_secret() {
     let answer = post_event(&app.http, &app.url(""), &inbound_event("in-1", "hi")).await;
     problem(answer, 404, "not_found").await;
     // The operator's endpoints ask for their token first, and no token is configured.
-    let letters = app
-        .http
-        .get(app.url("/webhooks/dead-letters"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("answer");
+    let letters = app.get_as(ADMIN_TOKEN, "/webhooks/dead-letters").await;
     problem(letters, 401, "unauthorized").await;
 }
 
