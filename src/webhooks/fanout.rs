@@ -11,7 +11,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::{Delivery, Event, Kind, NewDelivery, Owner, Store, event};
+use super::{Delivery, Event, Kind, NewDelivery, Owner, Store, StoreError, event};
 use crate::{config::WebhookSettings, policy::Live};
 
 /// How many events or deliveries one pass takes.
@@ -77,7 +77,14 @@ impl Webhooks {
             match self.store.unrouted(BATCH, ROUTE_LEASE).await {
                 Ok(events) if !events.is_empty() => {
                     for (handle, event) in events {
-                        let deliveries = self.deliveries(&event).await;
+                        let deliveries = match self.deliveries(&event).await {
+                            Ok(deliveries) => deliveries,
+                            Err(e) => {
+                                // Left unrouted: claimed again once its lease runs out.
+                                warn!(error = %e, "cannot look up who sent a message; its status will be routed later");
+                                continue;
+                            }
+                        };
                         let count = deliveries.len();
                         match self.store.route(&handle, &deliveries).await {
                             Ok(()) => {
@@ -100,7 +107,7 @@ impl Webhooks {
 
     /// Who gets `event`: for a status, the caller that sent the message; for a customer's
     /// message, every caller of that account with an inbound subscriber.
-    async fn deliveries(&self, event: &Event) -> Vec<NewDelivery> {
+    async fn deliveries(&self, event: &Event) -> Result<Vec<NewDelivery>, StoreError> {
         let policy = self.policy.current();
         let callers = policy.callers.iter().map(|(_, rules)| rules);
         let body = event::body(event);
@@ -113,34 +120,27 @@ impl Webhooks {
         };
         match event.kind {
             Kind::Status => {
-                let owner = match self.store.owner(&event.message_id).await {
-                    Ok(owner) => owner,
-                    Err(e) => {
-                        warn!(error = %e, "cannot look up who sent a message; its status is not routed");
-                        None
-                    }
-                };
-                let Some(Owner { caller, .. }) = owner else {
+                let Some(Owner { caller, .. }) = self.store.owner(&event.message_id).await? else {
                     debug!(qikchat_id = %event.message_id, "a status for a message the relay did not send, or no longer remembers");
-                    return Vec::new();
+                    return Ok(Vec::new());
                 };
-                callers
+                Ok(callers
                     .filter(|rules| *rules.name == *caller)
                     .filter_map(|rules| {
                         let url = rules.webhooks.as_ref()?.statuses.as_ref()?;
                         Some(delivery(&caller, url, &event.message_id))
                     })
-                    .collect()
+                    .collect())
             }
             Kind::Inbound => {
                 let customer = event::customer(event);
-                callers
+                Ok(callers
                     .filter(|rules| rules.account == event.account)
                     .filter_map(|rules| {
                         let url = rules.webhooks.as_ref()?.inbound.as_ref()?;
                         Some(delivery(&rules.name, url, &format!("from:{customer}")))
                     })
-                    .collect()
+                    .collect())
             }
         }
     }
