@@ -60,27 +60,10 @@ print(*[s.getsockname()[1] for s in socks])
 TOKEN=bench-token-0123456789abcdef
 KEY=bench-qikchat-key-0123456789
 export BENCH_TOKEN=$TOKEN
+# shellcheck source=bench/fake.sh
+source "$BENCH_DIR/fake.sh"
 mkdir -p "$WORK/fake"
-cat > "$WORK/fake/nginx.conf" << EOF
-worker_processes 1;
-pid $WORK/fake/nginx.pid;
-error_log $WORK/fake/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $WORK/fake/tmp-body;
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_buffer_size 64k;
-    server {
-        listen 127.0.0.1:$FAKE_PORT backlog=4096;
-        location = /v1/messages {
-            default_type application/json;
-            return 200 '{"status":true,"message":"Messages queued successfully","data":[{"id":"52JH6WmuSruAVyXvBBYemd0Ia","channel":"whatsapp","from":"918080808081","recipient":"+918080808080","credits":0.80,"created_at":"2023-02-19T12:52:25.222Z","status":"queued"}]}';
-        }
-    }
-}
-EOF
+fake_conf "$WORK/fake" "$FAKE_PORT" > "$WORK/fake/nginx.conf"
 "${ON_LOAD[@]}" "$NGINX" -p "$WORK/fake" -c "$WORK/fake/nginx.conf" -e "$WORK/fake/error.log" \
     -g 'daemon off;' &
 PIDS+=($!)

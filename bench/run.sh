@@ -160,48 +160,17 @@ print(*[s.getsockname()[1] for s in socks])
 
 TOKEN=bench-token-0123456789abcdef
 KEY=bench-qikchat-key-0123456789
-FAKE_ANSWER='{"status":true,"message":"Messages queued successfully","data":[{"id":"52JH6WmuSruAVyXvBBYemd0Ia","channel":"whatsapp","from":"918080808081","recipient":"+918080808080","credits":0.80,"created_at":"2023-02-19T12:52:25.222Z","status":"queued"}]}'
 export BENCH_TOKEN=$TOKEN
 export BENCH_BODY='{"to":"+918080808080","type":"text","text":"Your OTP is 4711"}'
 
 # ---------------------------------------------------------------------------------------------
 # Configurations
 # ---------------------------------------------------------------------------------------------
-nginx_common() { # $1: directory, $2: workers
-    cat << EOF
-worker_processes $2;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-nginx_temp_paths() { # $1: directory
-    local t
-    for t in client_body proxy fastcgi uwsgi scgi; do
-        printf '    %s_temp_path %s/tmp-%s;\n' "$t" "$1" "$t"
-    done
-}
+# shellcheck source=bench/fake.sh
+source "$BENCH_DIR/fake.sh"
 
 mkdir -p "$WORK/fake" "$WORK/nginx" "$WORK/ready" "$WORK/relay"
-{
-    nginx_common "$WORK/fake" 1
-    cat << EOF
-http {
-$(nginx_temp_paths "$WORK/fake")
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_buffer_size 64k;
-    server {
-        listen 127.0.0.1:$FAKE_PORT backlog=4096;
-        location = /v1/messages {
-            default_type application/json;
-            return 200 '$FAKE_ANSWER';
-        }
-    }
-}
-EOF
-} > "$WORK/fake/nginx.conf"
+fake_conf "$WORK/fake" "$FAKE_PORT" > "$WORK/fake/nginx.conf"
 
 proxy_conf() { # $1: directory, $2: port
     nginx_common "$1" "$PROXY_WORKERS"
