@@ -229,15 +229,7 @@ async fn an_unreachable_qikchat_is_a_503_with_retry_after() {
 #[tokio::test]
 async fn sends_beyond_the_in_flight_limit_are_shed_at_once() {
     let app = spawn_app_with(&[("RELAY_MAX_IN_FLIGHT", "1")]).await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(crate::helpers::qikchat_success("slow"))
-                .set_delay(Duration::from_millis(700)),
-        )
-        .expect(1)
-        .mount(&app.qikchat)
+    crate::helpers::qikchat_accepts_slowly(&app.qikchat, "slow", Duration::from_millis(700), 1)
         .await;
 
     let message = text_message();

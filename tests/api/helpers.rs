@@ -247,6 +247,25 @@ impl TestApp {
 }
 
 /// Qikchat's documented success answer.
+/// The fake Qikchat accepts sends as `id`, each after `delay`, and expects `calls` of them.
+pub async fn qikchat_accepts_slowly(
+    qikchat: &MockServer,
+    id: &str,
+    delay: std::time::Duration,
+    calls: impl Into<wiremock::Times>,
+) {
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(qikchat_success(id))
+                .set_delay(delay),
+        )
+        .expect(calls)
+        .mount(qikchat)
+        .await;
+}
+
 pub fn qikchat_success(id: &str) -> Value {
     json!({
         "status": true,

@@ -11,7 +11,7 @@ use wiremock::{
 };
 
 use crate::helpers::{
-    OTHER_TOKEN, RECIPIENT, Redis, TOKEN, TestApp, problem, qikchat_success, spawn_app,
+    OTHER_TOKEN, RECIPIENT, Redis, TOKEN, TestApp, problem, qikchat_accepts_slowly, spawn_app,
     spawn_app_with, text_message,
 };
 
@@ -30,20 +30,6 @@ async fn send_with_key(
         .send()
         .await
         .expect("the relay answers")
-}
-
-/// Qikchat accepts after `delay`, and must be called exactly `calls` times.
-async fn qikchat_accepts_slowly(app: &TestApp, delay: Duration, calls: u64) {
-    Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(qikchat_success("once"))
-                .set_delay(delay),
-        )
-        .expect(calls)
-        .mount(&app.qikchat)
-        .await;
 }
 
 #[tokio::test]
@@ -103,7 +89,7 @@ async fn keys_are_scoped_to_the_caller() {
 #[tokio::test]
 async fn five_concurrent_duplicates_call_qikchat_once() {
     let app = spawn_app().await;
-    qikchat_accepts_slowly(&app, Duration::from_millis(600), 1).await;
+    qikchat_accepts_slowly(&app.qikchat, "once", Duration::from_millis(600), 1).await;
     let url = app.url("/send");
     let body = text_message();
 
@@ -129,7 +115,7 @@ async fn five_concurrent_duplicates_call_qikchat_once() {
 #[tokio::test]
 async fn a_timed_out_send_is_never_resent_under_its_key() {
     let app = spawn_app_with(&[("RELAY_UPSTREAM_TIMEOUT_MS", "300")]).await;
-    qikchat_accepts_slowly(&app, Duration::from_secs(2), 1).await;
+    qikchat_accepts_slowly(&app.qikchat, "once", Duration::from_secs(2), 1).await;
     let url = app.url("/send");
 
     let first = problem(
@@ -191,7 +177,7 @@ async fn two_relays_sharing_redis_call_qikchat_once_for_concurrent_duplicates() 
     let redis = Redis::start().await;
     let app = spawn_app_with(&[("RELAY_REDIS_URL", &redis.url)]).await;
     let sibling = app.sibling(&[("RELAY_REDIS_URL", &redis.url)]).await;
-    qikchat_accepts_slowly(&app, Duration::from_millis(600), 1).await;
+    qikchat_accepts_slowly(&app.qikchat, "once", Duration::from_millis(600), 1).await;
     let (here, there) = (app.url("/send"), sibling.url("/send"));
     let body = text_message();
 

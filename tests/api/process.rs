@@ -17,7 +17,9 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use crate::helpers::{KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_success, settings};
+use crate::helpers::{
+    KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_accepts_slowly, qikchat_success, settings,
+};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");
 
@@ -260,16 +262,7 @@ async fn logs_never_show_the_key_a_token_or_a_full_number_even_at_trace_level() 
 #[tokio::test]
 async fn sigterm_lets_a_send_in_flight_finish_then_exits_0() {
     let qikchat = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(qikchat_success("drained-1"))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .expect(1)
-        .mount(&qikchat)
-        .await;
+    qikchat_accepts_slowly(&qikchat, "drained-1", Duration::from_millis(1500), 1).await;
     let mut relay = start(&settings(
         &qikchat,
         &[("RELAY_UPSTREAM_TIMEOUT_MS", "5000")],
@@ -305,15 +298,7 @@ async fn sigterm_lets_a_send_in_flight_finish_then_exits_0() {
 #[tokio::test]
 async fn the_drain_is_bounded_by_the_drain_timeout() {
     let qikchat = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(qikchat_success("slow"))
-                .set_delay(Duration::from_secs(20)),
-        )
-        .mount(&qikchat)
-        .await;
+    qikchat_accepts_slowly(&qikchat, "slow", Duration::from_secs(20), 0..).await;
     let mut relay = start(&settings(
         &qikchat,
         &[
@@ -378,16 +363,7 @@ async fn the_healthcheck_subcommand_succeeds_on_a_serving_relay_and_fails_otherw
 #[tokio::test]
 async fn a_send_whose_caller_hung_up_still_finishes_before_the_process_exits() {
     let qikchat = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/messages"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(qikchat_success("abandoned"))
-                .set_delay(Duration::from_millis(1500)),
-        )
-        .expect(1)
-        .mount(&qikchat)
-        .await;
+    qikchat_accepts_slowly(&qikchat, "abandoned", Duration::from_millis(1500), 1).await;
     let mut relay = start(&settings(
         &qikchat,
         &[("RELAY_UPSTREAM_TIMEOUT_MS", "5000")],
