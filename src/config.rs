@@ -227,7 +227,7 @@ fn webhooks(env: &Env) -> Result<Option<WebhookSettings>, ConfigError> {
     };
     let admin_token_sha256 = match env.relay_admin_token.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(token) if token.len() < 16 => {
+        Some(token) if token.len() < policy::MIN_TOKEN_LEN => {
             return Err(ConfigError::new(
                 "RELAY_ADMIN_TOKEN",
                 "must be at least 16 characters",
@@ -581,12 +581,7 @@ fn parse_callers(list: &str) -> Result<Vec<CallerToken>, ConfigError> {
             ));
         };
         let (name, token) = (name.trim(), token.trim());
-        let valid_name = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid_name {
+        if !policy::valid_name(name) {
             return Err(ConfigError::new(
                 "RELAY_CLIENTS",
                 format!(
@@ -595,7 +590,7 @@ fn parse_callers(list: &str) -> Result<Vec<CallerToken>, ConfigError> {
                 ),
             ));
         }
-        if token.len() < 16 {
+        if token.len() < policy::MIN_TOKEN_LEN {
             return Err(ConfigError::new(
                 "RELAY_CLIENTS",
                 format!("caller {name}: its token must be at least 16 characters"),

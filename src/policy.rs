@@ -506,7 +506,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 ));
             }
             (Some(token), None) => {
-                if token.trim().len() < 16 {
+                if token.trim().len() < MIN_TOKEN_LEN {
                     return Err(problem(field("token"), "must be at least 16 characters"));
                 }
                 Sha256::digest(token.trim().as_bytes()).into()
@@ -668,6 +668,10 @@ pub fn check_key(source: &str, key: &str) -> Result<SecretString, PolicyError> {
     Ok(SecretString::from(key))
 }
 
+/// The shortest token a caller or the operator may be given (caller tokens, `RELAY_ADMIN_TOKEN`).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A caller's name, in `RELAY_CLIENTS` or the callers file: 1 to 64 of `A-Z a-z 0-9 - _ .`.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
