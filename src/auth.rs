@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::FromRequestParts,
-    http::{HeaderMap, header::AUTHORIZATION, request::Parts},
+    http::{HeaderMap, HeaderValue, header::AUTHORIZATION, request::Parts},
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -37,6 +37,16 @@ impl Caller {
 /// The name logged for requests in `RELAY_ALLOW_ANONYMOUS` mode that carry no token.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// The credentials of an `Authorization` header in `scheme` (`bearer`, `basic`; any case), trimmed.
+pub fn credentials<'a>(header: &'a HeaderValue, scheme: &str) -> Option<&'a str> {
+    header
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(given, _)| given.eq_ignore_ascii_case(scheme))
+        .map(|(_, credentials)| credentials.trim())
+}
+
 /// Without a token, a caller is anonymous if that is allowed; with one, it must be known.
 pub fn authenticate(policy: Arc<Policy>, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(header) = headers.get(AUTHORIZATION) else {
@@ -47,13 +57,7 @@ pub fn authenticate(policy: Arc<Policy>, headers: &HeaderMap) -> Result<Caller, 
             policy,
         });
     };
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(ApiError::Unauthorized)?;
+    let token = credentials(header, "bearer").ok_or(ApiError::Unauthorized)?;
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     // Every caller is compared, whatever matched, so timing says nothing about which one did.
     let mut found = None;

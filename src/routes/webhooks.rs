@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     app::AppState,
+    auth::credentials,
     error::{ApiError, FieldError, Result},
     policy::DEFAULT_ACCOUNT,
     webhooks::{DeadLetter, Ingested, Kind, Webhooks, event},
@@ -89,14 +90,8 @@ pub async fn receive(
         let expected = format!("{user}:{}", password.expose_secret());
         let presented = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-            .and_then(|(_, b64)| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .ok()
-            })
+            .and_then(|v| credentials(v, "basic"))
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
             .unwrap_or_default();
         if !bool::from(digest(&presented).ct_eq(&digest(expected.as_bytes()))) {
             warn!("a webhook call without the configured Basic Auth was refused");
@@ -261,10 +256,8 @@ fn admin<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Arc<Webhook
         .and_then(|hooks| hooks.settings.admin_token_sha256);
     let presented = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| digest(token.trim().as_bytes()));
+        .and_then(|v| credentials(v, "bearer"))
+        .map(|token| digest(token.as_bytes()));
     match (expected, presented) {
         (Some(expected), Some(presented)) if bool::from(expected.ct_eq(&presented)) => {
             enabled(state)
