@@ -38,7 +38,7 @@ RUN if ! command -v make > /dev/null; then \
         rm -rf /var/lib/apt/lists/*; \
     fi
 
-# .dockerignore keeps target/, .git/, deploy/ and anything that looks like a secret out of this copy.
+# .dockerignore is an allowlist (Cargo.toml, Cargo.lock, src/, tests/api/): nothing else reaches this copy.
 COPY . .
 
 # Dependency caching: the crates.io registry and target/ live in cache mounts, which outlive the

@@ -31,6 +31,7 @@
 #                         .dockerignore and deploy/ laid over it (ignores uncommitted code edits)
 #   IMAGE                 tag of the image built (default localhost/qikchat-relay:ci)
 #   IMAGE_MAX_MB          size limit of the runtime image in MB of 10^6 bytes (default 45)
+#   QIKCHAT_MIN_FREE_MB   free space needed under the cache directory before building (default 4000)
 #   DEBIAN_MIRROR         Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #
 # Needs root (debootstrap, rootful Podman), apt (installs podman, runc, debootstrap, curl when
@@ -45,6 +46,9 @@ IMAGE=${IMAGE:-localhost/qikchat-relay:ci}
 # 24 MB of distroless base and a 17 MB binary (SQLite for the webhook store, the OTLP exporter
 # and jemalloc took it from 14 MB); the limit catches a surprise, not a feature.
 IMAGE_MAX_MB=${IMAGE_MAX_MB:-45}
+# Free space the cache directory's filesystem needs before a build (MB); a cold build uses about
+# 6 GB there, a warm one about 2 GB (two layers of a copy of the build image each).
+MIN_FREE_MB=${QIKCHAT_MIN_FREE_MB:-4000}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SUITE=bookworm
 HADOLINT_VERSION=2.15.1
@@ -287,6 +291,15 @@ if [[ -n $stale ]]; then
     # shellcheck disable=SC2086 # one id per word
     "${PODMAN[@]}" rm --force $stale > /dev/null 2>&1 || true
 fi
+
+# vfs stores every layer as a full copy of the build image, and the cargo caches live here too:
+# a build needs a few GB. Say so before starting rather than fail mid-build with ENOSPC.
+free_mb=$(df --output=avail -m "$CACHE_DIR" | tail -n 1 | tr -d ' ')
+if ((free_mb < MIN_FREE_MB)); then
+    die "only $free_mb MB free under $CACHE_DIR; the build needs $MIN_FREE_MB MB (free some space, or \
+deploy/test-image.sh --clean to drop this cache, or set QIKCHAT_CI_CACHE elsewhere)"
+fi
+log "disk: $free_mb MB free under $CACHE_DIR (needs $MIN_FREE_MB MB)"
 
 build_log=$CACHE_DIR/build.log
 : > "$build_log"
