@@ -36,7 +36,7 @@ impl Key {
 
     /// The key's SHA-256 in hex: how logs name a key without holding it.
     pub fn sha256(&self) -> String {
-        hex(&Sha256::digest(self.0.as_bytes()))
+        hex::encode(Sha256::digest(self.0.as_bytes()))
     }
 }
 
@@ -136,10 +136,7 @@ impl Idempotency {
         key: &Key,
         fingerprint: &str,
     ) -> Result<Begin, StoreError> {
-        let store_key = format!(
-            "qikchat-relay:idempotency:{caller}:{}",
-            hex(&Sha256::digest(key.0.as_bytes()))
-        );
+        let store_key = format!("qikchat-relay:idempotency:{caller}:{}", key.sha256());
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let claimed = Record::Claimed {
             fingerprint: fingerprint.to_owned(),
@@ -249,13 +246,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The fingerprint of a request: the SHA-256 of its normalised form.
 pub fn fingerprint(normalised: &[u8]) -> String {
-    hex(&Sha256::digest(normalised))
+    hex::encode(Sha256::digest(normalised))
 }
 
 /// Where records live. Both offer the same two atomic operations on JSON strings.

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::error::FieldError;
@@ -210,6 +211,19 @@ impl Recipient {
             return Err("must start with a country code after the +, and none starts with 0");
         }
         Ok(Self(compact))
+    }
+
+    /// A number as Qikchat writes it in webhooks: with or without the `+`.
+    pub fn from_qikchat(raw: &str) -> Option<Self> {
+        Self::parse(raw)
+            .or_else(|_| Self::parse(&format!("+{raw}")))
+            .ok()
+    }
+
+    /// What stores keep instead of the number: the first 16 bytes of its SHA-256, in hex. The
+    /// same number gives the same pseudonym, whichever way it was written.
+    pub fn pseudonym(&self) -> String {
+        hex::encode(&Sha256::digest(self.0.as_bytes())[..16])
     }
 
     pub fn as_str(&self) -> &str {
@@ -988,6 +1002,22 @@ mod tests {
         assert_eq!(masked("+918080808080"), "+91******8080");
         assert_eq!(masked("+12345678"), "+12**5678");
         assert_eq!(masked("+123456789012345"), "+12*********2345");
+    }
+
+    #[test]
+    fn a_number_has_one_pseudonym_however_qikchat_writes_it() {
+        let sent = Recipient::parse("+91 80808 08080").expect("valid");
+        for raw in ["+918080808080", "918080808080"] {
+            let from_qikchat = Recipient::from_qikchat(raw).expect(raw);
+            assert_eq!(from_qikchat.pseudonym(), sent.pseudonym(), "{raw}");
+        }
+        assert_eq!(sent.pseudonym().len(), 32);
+        assert_ne!(
+            Recipient::from_qikchat("918080808081").map(|r| r.pseudonym()),
+            Some(sent.pseudonym())
+        );
+        assert_eq!(Recipient::from_qikchat("unknown user"), None);
+        assert_eq!(Recipient::from_qikchat(""), None);
     }
 
     #[test]

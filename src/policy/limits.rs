@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use sha2::{Digest, Sha256};
 
 use super::{AccountSpec, Rules};
 use crate::{
@@ -93,11 +92,7 @@ pub async fn check(
     }
 
     // Recipients are kept as hashes: the limits store holds no phone numbers.
-    let recipient_key = {
-        let hash = Sha256::digest(to.as_str().as_bytes());
-        let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("recipient:{}:{hex}", account.name)
-    };
+    let recipient_key = format!("recipient:{}:{}", account.name, to.pseudonym());
     let account_key = format!("account:{}", account.name);
     let mut rates: Vec<(&str, Rate, &'static str)> = Vec::new();
     if let Some(rate) = rules.rate {

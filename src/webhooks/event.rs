@@ -62,7 +62,7 @@ pub fn parse(body: &[u8], account: &str, received_at_ms: u64) -> Result<Event, U
         (Kind::Status, false, Some(status)) => format!("status:{message_id}:{status}"),
         (Kind::Inbound, false, _) => format!("inbound:{message_id}"),
         // Nothing names it: the body itself does (Qikchat resends the same bytes).
-        _ => format!("body:{}", hex(&Sha256::digest(body))),
+        _ => format!("body:{}", hex::encode(Sha256::digest(body))),
     };
     Ok(Event {
         key: format!("{account}:{key}"),
@@ -162,10 +162,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
