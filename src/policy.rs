@@ -95,8 +95,43 @@ pub struct Rules {
 pub struct Subscriber {
     pub statuses: Option<Url>,
     pub inbound: Option<Url>,
+    /// Which of its account's customer messages `inbound` gets.
+    pub inbound_filter: InboundFilter,
     /// The HMAC key: the secret's base64 part, decoded.
     pub key: SecretBytes,
+}
+
+/// Narrows the customer messages an inbound subscriber gets (`inbound_keywords`,
+/// `inbound_replies`). Without either, it gets every message to its account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundFilter {
+    /// Messages whose first word is one of these, as [`InboundFilter::word`] reads it.
+    pub keywords: BTreeSet<String>,
+    /// Messages from customers this caller was the last to send to (within
+    /// `RELAY_MESSAGE_OWNER_TTL_S`).
+    pub replies: bool,
+}
+
+impl InboundFilter {
+    /// Whether a message with `first_word`, from a customer this caller was (or was not) the
+    /// last to send to, is for this subscriber.
+    pub fn wants(&self, first_word: Option<&str>, replies_to_this_caller: bool) -> bool {
+        if self.keywords.is_empty() && !self.replies {
+            return true;
+        }
+        first_word.is_some_and(|word| self.keywords.contains(word))
+            || (self.replies && replies_to_this_caller)
+    }
+
+    /// A text's first word, the way keywords are compared: punctuation around it dropped,
+    /// lowercase (`"STOP!"`, `"Stop please"` and `"stop"` all give `stop`).
+    pub fn word(text: &str) -> Option<String> {
+        let word = text
+            .split_whitespace()
+            .next()?
+            .trim_matches(|c: char| c.is_ascii_punctuation());
+        (!word.is_empty()).then(|| word.to_lowercase())
+    }
 }
 
 /// Key bytes that `Debug` does not print.
@@ -113,6 +148,7 @@ impl PartialEq for Subscriber {
     fn eq(&self, other: &Self) -> bool {
         self.statuses == other.statuses
             && self.inbound == other.inbound
+            && self.inbound_filter == other.inbound_filter
             && self.key.0 == other.key.0
     }
 }
@@ -182,9 +218,34 @@ fn subscriber(
     if statuses.is_none() && inbound.is_none() {
         return Err(problem(field("webhooks"), "set statuses, inbound or both"));
     }
+    let mut keywords = BTreeSet::new();
+    for keyword in hooks.inbound_keywords.unwrap_or_default() {
+        match InboundFilter::word(&keyword) {
+            Some(word) if keyword.split_whitespace().count() == 1 && word.chars().count() <= 64 => {
+                keywords.insert(word);
+            }
+            _ => {
+                return Err(problem(
+                    field("webhooks.inbound_keywords"),
+                    format!("{keyword:?} is not a keyword: one word of at most 64 characters"),
+                ));
+            }
+        }
+    }
+    let inbound_filter = InboundFilter {
+        keywords,
+        replies: hooks.inbound_replies.unwrap_or(false),
+    };
+    if inbound.is_none() && inbound_filter != InboundFilter::default() {
+        return Err(problem(
+            field("webhooks.inbound"),
+            "is needed by inbound_keywords and inbound_replies: they narrow what it gets",
+        ));
+    }
     Ok(Subscriber {
         statuses,
         inbound,
+        inbound_filter,
         key: SecretBytes(Arc::from(key)),
     })
 }
@@ -328,6 +389,8 @@ struct FileAccount {
 struct FileWebhooks {
     statuses: Option<String>,
     inbound: Option<String>,
+    inbound_keywords: Option<Vec<String>>,
+    inbound_replies: Option<bool>,
     secret: Option<String>,
     secret_file: Option<PathBuf>,
 }
@@ -898,5 +961,45 @@ impl Live {
                 let _ = tokio::task::spawn_blocking(move || live.reload(reason)).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InboundFilter;
+
+    #[test]
+    fn a_keyword_is_the_first_word_without_case_or_surrounding_punctuation() {
+        for text in ["STOP", "stop!", "  Stop, please", "\"stop\"\nthanks"] {
+            assert_eq!(
+                InboundFilter::word(text).as_deref(),
+                Some("stop"),
+                "{text:?}"
+            );
+        }
+        assert_eq!(InboundFilter::word("É bom").as_deref(), Some("é"));
+        for text in ["", "   ", "!!!"] {
+            assert_eq!(InboundFilter::word(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_subscriber_without_a_filter_gets_everything_and_with_one_what_matches_either_part() {
+        let all = InboundFilter::default();
+        assert!(all.wants(None, false));
+        let keywords = InboundFilter {
+            keywords: ["stop".to_owned()].into(),
+            replies: false,
+        };
+        assert!(keywords.wants(Some("stop"), false));
+        assert!(!keywords.wants(Some("hello"), true));
+        assert!(!keywords.wants(None, false));
+        let replies = InboundFilter {
+            replies: true,
+            ..keywords.clone()
+        };
+        assert!(replies.wants(Some("hello"), true));
+        assert!(replies.wants(Some("stop"), false));
+        assert!(!replies.wants(Some("hello"), false));
     }
 }

@@ -303,7 +303,8 @@ async fn send_and_record(
 
     let result = sender.account.upstream.send(&message).await;
     if let (Ok(accepted), Some(webhooks)) = (&result, &state.webhooks) {
-        // So that the message's statuses, when Qikchat posts them, go back to this caller.
+        // So that the message's statuses, when Qikchat posts them, go back to this caller, and
+        // so can the customer's replies (`inbound_replies`).
         let owner = Owner {
             caller: sender.caller.to_string(),
             account: sender.account.spec.name.clone(),
@@ -311,7 +312,7 @@ async fn send_and_record(
         let ttl = webhooks.settings.owner_ttl;
         if let Err(e) = webhooks
             .store
-            .remember_owner(&accepted.id, &owner, ttl)
+            .remember_owner(&accepted.id, &owner, &message.to, ttl)
             .await
         {
             warn!(error = %e, "the message was sent, but its statuses will not reach its caller");

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{Event, Kind};
+use crate::message::Recipient;
 
 /// Why a body is not an event the relay can take.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -118,13 +119,7 @@ pub struct WebhookData {
 /// The body a subscriber receives for `event`, as JSON text (signed and sent as is).
 pub fn body(event: &Event) -> String {
     let from = match event.kind {
-        Kind::Inbound => event
-            .payload
-            .pointer("/contacts/0/to")
-            .or_else(|| event.payload.pointer("/contacts/0/wa_id"))
-            .or_else(|| event.payload.get("from"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        Kind::Inbound => from(event).map(str::to_owned),
         Kind::Status => None,
     };
     let kind = match event.kind {
@@ -148,14 +143,34 @@ pub fn body(event: &Event) -> String {
     .unwrap_or_else(|_| json!({"type": kind}).to_string())
 }
 
-/// The customer an inbound message is from, for ordering a conversation's messages.
-pub fn customer(event: &Event) -> String {
+/// The customer's number as Qikchat gives it in an inbound message.
+fn from(event: &Event) -> Option<&str> {
     event
         .payload
         .pointer("/contacts/0/to")
+        .or_else(|| event.payload.pointer("/contacts/0/wa_id"))
+        .or_else(|| event.payload.get("from"))
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
+}
+
+/// The customer an inbound message is from: for ordering a conversation's messages, and for
+/// finding who last wrote to them.
+pub fn customer(event: &Event) -> Option<Recipient> {
+    from(event).and_then(Recipient::from_qikchat)
+}
+
+/// What the customer wrote: a text's body, or the title of the button or list row they chose.
+pub fn text(event: &Event) -> Option<&str> {
+    let message = event.payload.get("message")?;
+    [
+        "/text/body",
+        "/interactive/button_reply/title",
+        "/interactive/list_reply/title",
+        "/button/text",
+    ]
+    .iter()
+    .find_map(|pointer| message.pointer(pointer))
+    .and_then(Value::as_str)
 }
 
 pub fn now_ms() -> u64 {
@@ -180,6 +195,47 @@ mod tests {
         assert_eq!(a.kind, Kind::Status);
         assert_eq!(a.key, "default:status:m-1:delivered");
         assert_eq!(a.payload["extra"]["kept"], true);
+    }
+
+    #[test]
+    fn what_a_customer_wrote_is_a_text_or_the_title_of_what_they_chose() {
+        let inbound = |message: Value| {
+            let body = json!({"event": "whatsapp:message:in",
+                "payload": {"id": "in-1", "from": "918080808080", "message": message}});
+            parse(body.to_string().as_bytes(), "default", 0).expect("an event")
+        };
+        let texts = [
+            (
+                json!({"type": "text", "text": {"body": "STOP now"}}),
+                Some("STOP now"),
+            ),
+            (
+                json!({"type": "interactive", "interactive": {"type": "button_reply",
+                    "button_reply": {"id": "b1", "title": "Unsubscribe"}}}),
+                Some("Unsubscribe"),
+            ),
+            (
+                json!({"type": "interactive", "interactive": {"type": "list_reply",
+                    "list_reply": {"id": "r1", "title": "Talk to us"}}}),
+                Some("Talk to us"),
+            ),
+            (
+                json!({"type": "button", "button": {"text": "Yes", "payload": "y"}}),
+                Some("Yes"),
+            ),
+            (
+                json!({"type": "image", "image": {"url": "https://x/y.png"}}),
+                None,
+            ),
+        ];
+        for (message, expected) in texts {
+            let event = inbound(message.clone());
+            assert_eq!(text(&event), expected, "{message}");
+            assert_eq!(
+                customer(&event).map(|c| c.as_str().to_owned()).as_deref(),
+                Some("+918080808080")
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,11 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::{Delivery, Event, Kind, NewDelivery, Owner, Store, StoreError, event};
-use crate::{config::WebhookSettings, policy::Live};
+use crate::{
+    config::WebhookSettings,
+    message::Recipient,
+    policy::{InboundFilter, Live},
+};
 
 /// How many events or deliveries one pass takes.
 const BATCH: usize = 32;
@@ -106,7 +110,7 @@ impl Webhooks {
     }
 
     /// Who gets `event`: for a status, the caller that sent the message; for a customer's
-    /// message, every caller of that account with an inbound subscriber.
+    /// message, every caller of that account with an inbound subscriber whose filter wants it.
     async fn deliveries(&self, event: &Event) -> Result<Vec<NewDelivery>, StoreError> {
         let policy = self.policy.current();
         let callers = policy.callers.iter().map(|(_, rules)| rules);
@@ -134,12 +138,34 @@ impl Webhooks {
             }
             Kind::Inbound => {
                 let customer = event::customer(event);
-                Ok(callers
+                let first_word = event::text(event).and_then(InboundFilter::word);
+                let subscribers: Vec<_> = callers
                     .filter(|rules| rules.account == event.account)
                     .filter_map(|rules| {
-                        let url = rules.webhooks.as_ref()?.inbound.as_ref()?;
-                        Some(delivery(&rules.name, url, &format!("from:{customer}")))
+                        let hooks = rules.webhooks.as_ref()?;
+                        Some((&*rules.name, hooks.inbound.as_ref()?, &hooks.inbound_filter))
                     })
+                    .collect();
+                let last_sender = match &customer {
+                    Some(customer) if subscribers.iter().any(|(_, _, filter)| filter.replies) => {
+                        self.store.last_sender(&event.account, customer).await?
+                    }
+                    _ => None,
+                };
+                let order = format!(
+                    "from:{}",
+                    customer
+                        .as_ref()
+                        .map(Recipient::pseudonym)
+                        .unwrap_or_default()
+                );
+                Ok(subscribers
+                    .into_iter()
+                    .filter(|(caller, _, filter)| {
+                        let replies_to_caller = last_sender.as_deref() == Some(*caller);
+                        filter.wants(first_word.as_deref(), replies_to_caller)
+                    })
+                    .map(|(caller, url, _)| delivery(caller, url, &order))
                     .collect())
             }
         }

@@ -16,6 +16,8 @@ pub use fanout::Webhooks;
 
 use std::{sync::Arc, time::Duration};
 
+use crate::message::Recipient;
+
 pub use store::{
     DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner, StoreError,
 };
@@ -104,18 +106,30 @@ impl Store {
         dispatch!(self, s => s.replay(id).await)
     }
 
-    /// Remembers who sent a message, for `ttl`, so its statuses go back to them.
+    /// Remembers who sent a message to `to`, for `ttl`: the message's statuses go back to them,
+    /// and they are the last to have written to `to` on the owner's account (for
+    /// `inbound_replies`). The number itself is not stored, only its pseudonym.
     pub async fn remember_owner(
         &self,
         message_id: &str,
         owner: &Owner,
+        to: &Recipient,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.remember_owner(message_id, owner, ttl).await)
+        dispatch!(self, s => s.remember_owner(message_id, owner, to, ttl).await)
     }
 
     pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {
         dispatch!(self, s => s.owner(message_id).await)
+    }
+
+    /// The caller that last sent a message to `customer` on `account`, within the owners' TTL.
+    pub async fn last_sender(
+        &self,
+        account: &str,
+        customer: &Recipient,
+    ) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.last_sender(account, customer).await)
     }
 
     /// The latest status received for a message, if any.

@@ -15,6 +15,8 @@
 //! - `dead`: a sorted set of dead letters by the time they died.
 //! - `status:<message id>`: a hash {rank, status, payload}, the latest status (7 days).
 //! - `owner:<message id>`: who sent a message (JSON), for the TTL given.
+//! - `last-sender:<account>:<pseudonym of a number>`: the caller that last sent to that number,
+//!   for the same TTL.
 //!
 //! Every step is one Lua script (or one command), on Redis's clock (`TIME`): two replicas never
 //! both take the same step. The scripts build their keys from the prefix (`ARGV[1]`) rather than
@@ -32,6 +34,7 @@ use super::{
     StoreError, status_rank,
     store::{DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner},
 };
+use crate::message::Recipient;
 
 /// Every key of the webhook store starts with this.
 pub const PREFIX: &str = "qikchat-relay:webhooks:";
@@ -485,15 +488,38 @@ impl RedisStore {
         &self,
         message_id: &str,
         owner: &Owner,
+        to: &Recipient,
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(owner).map_err(|e| StoreError(e.to_string()))?;
-        redis::cmd("SET")
+        let ttl_ms = delay_ms(ttl).max(1);
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
             .arg(format!("{PREFIX}owner:{message_id}"))
             .arg(json)
             .arg("PX")
-            .arg(delay_ms(ttl).max(1))
+            .arg(ttl_ms)
+            .ignore()
+            .cmd("SET")
+            .arg(last_sender_key(&owner.account, to))
+            .arg(&owner.caller)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
             .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(redis_error)
+    }
+
+    pub async fn last_sender(
+        &self,
+        account: &str,
+        customer: &Recipient,
+    ) -> Result<Option<String>, StoreError> {
+        redis::cmd("GET")
+            .arg(last_sender_key(account, customer))
+            .query_async(&mut self.redis.clone())
             .await
             .map_err(redis_error)
     }
@@ -527,6 +553,10 @@ impl RedisStore {
             payload: payload.unwrap_or_default(),
         }))
     }
+}
+
+fn last_sender_key(account: &str, customer: &Recipient) -> String {
+    format!("{PREFIX}last-sender:{account}:{}", customer.pseudonym())
 }
 
 /// A lease, retry or TTL in whole ms, as the scripts take it (at most [`MAX_DELAY_MS`]).

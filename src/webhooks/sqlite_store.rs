@@ -14,6 +14,7 @@ use super::{
     DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner, StoreError,
     status_rank,
 };
+use crate::message::Recipient;
 
 /// How long an event is remembered to recognise Qikchat delivering it again.
 const SEEN_FOR_MS: i64 = 7 * 86_400_000;
@@ -52,6 +53,14 @@ CREATE TABLE IF NOT EXISTS owners (
     expires_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS owners_expiry ON owners (expires_at);
+CREATE TABLE IF NOT EXISTS last_senders (
+    account TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (account, customer)
+);
+CREATE INDEX IF NOT EXISTS last_senders_expiry ON last_senders (expires_at);
 CREATE TABLE IF NOT EXISTS statuses (
     message_id TEXT PRIMARY KEY,
     rank INTEGER NOT NULL,
@@ -319,17 +328,46 @@ impl SqliteStore {
         self: &Arc<Self>,
         message_id: &str,
         owner: &Owner,
+        to: &Recipient,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let (message_id, owner) = (message_id.to_owned(), owner.clone());
+        let (message_id, owner, customer) = (message_id.to_owned(), owner.clone(), to.pseudonym());
         self.run(move |tx, now| {
+            let expires_at = now + millis(ttl);
             tx.execute("DELETE FROM owners WHERE expires_at <= ?1", params![now])?;
             tx.execute(
                 "INSERT OR REPLACE INTO owners (message_id, caller, account, expires_at)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![message_id, owner.caller, owner.account, now + millis(ttl)],
+                params![message_id, owner.caller, owner.account, expires_at],
+            )?;
+            tx.execute(
+                "DELETE FROM last_senders WHERE expires_at <= ?1",
+                params![now],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO last_senders (account, customer, caller, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![owner.account, customer, owner.caller, expires_at],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn last_sender(
+        self: &Arc<Self>,
+        account: &str,
+        customer: &Recipient,
+    ) -> Result<Option<String>, StoreError> {
+        let (account, customer) = (account.to_owned(), customer.pseudonym());
+        self.run(move |tx, now| {
+            tx.query_row(
+                "SELECT caller FROM last_senders
+                 WHERE account = ?1 AND customer = ?2 AND expires_at > ?3",
+                params![account, customer, now],
+                |row| row.get(0),
+            )
+            .optional()
         })
         .await
     }

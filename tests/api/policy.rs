@@ -569,6 +569,16 @@ fn a_callers_file_with_a_bad_entry_is_refused_at_start_naming_the_entry_and_neve
             "webhooks = { statuses = \"http://billing/\" }",
             "clients.billing.webhooks",
         ),
+        (
+            "webhooks = { statuses = \"http://billing/\", inbound_replies = true, \
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }",
+            "clients.billing.webhooks.inbound",
+        ),
+        (
+            "webhooks = { inbound = \"http://billing/\", inbound_keywords = [\"STOP\", \"two words\"], \
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }",
+            "clients.billing.webhooks.inbound_keywords",
+        ),
     ];
     for (line, named) in cases {
         let path = dir.write(

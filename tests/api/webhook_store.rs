@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use qikchat_relay::message::Recipient;
 use qikchat_relay::webhooks::{
     Event, Ingested, Kind, NewDelivery, Owner, Store, redis_store::RedisStore,
     sqlite_store::SqliteStore,
@@ -505,28 +506,67 @@ async fn the_latest_status_never_goes_back() {
 }
 
 #[tokio::test]
-async fn owners_are_remembered_for_their_ttl() {
+async fn owners_and_last_senders_are_remembered_for_their_ttl() {
+    let owner = |caller: &str| Owner {
+        caller: caller.to_owned(),
+        account: "main".to_owned(),
+    };
+    let number = |raw: &str| Recipient::parse(raw).expect("a valid number");
+    let (asha, ravi) = (number("+918080808080"), number("+14155550100"));
     for (name, store, _backing) in stores().await {
-        let owner = Owner {
-            caller: "billing".to_owned(),
-            account: "main".to_owned(),
-        };
         assert_eq!(store.owner("m1").await.unwrap(), None, "{name}");
-        store
-            .remember_owner("m1", &owner, Duration::from_millis(250))
-            .await
-            .unwrap();
-        store.remember_owner("m2", &owner, LONG).await.unwrap();
         assert_eq!(
-            store.owner("m1").await.unwrap().as_ref(),
-            Some(&owner),
+            store.last_sender("main", &asha).await.unwrap(),
+            None,
             "{name}"
         );
+        store
+            .remember_owner("m1", &owner("billing"), &asha, Duration::from_millis(250))
+            .await
+            .unwrap();
+        store
+            .remember_owner("m2", &owner("billing"), &ravi, LONG)
+            .await
+            .unwrap();
+        store
+            .remember_owner("m3", &owner("alerts"), &ravi, LONG)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.owner("m1").await.unwrap(),
+            Some(owner("billing")),
+            "{name}"
+        );
+        let last = |account: &'static str, customer: &Recipient| {
+            let (store, customer) = (store.clone(), customer.clone());
+            async move { store.last_sender(account, &customer).await.unwrap() }
+        };
+        assert_eq!(
+            last("main", &asha).await.as_deref(),
+            Some("billing"),
+            "{name}"
+        );
+        // The last to send wins; another account's conversation with the same number is apart.
+        assert_eq!(
+            last("main", &ravi).await.as_deref(),
+            Some("alerts"),
+            "{name}"
+        );
+        assert_eq!(last("other", &ravi).await, None, "{name}");
+        // Qikchat writes numbers without the +: the same customer.
+        let ravi_from_qikchat = Recipient::from_qikchat("14155550100").expect("valid");
+        assert_eq!(
+            last("main", &ravi_from_qikchat).await.as_deref(),
+            Some("alerts"),
+            "{name}"
+        );
+
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(store.owner("m1").await.unwrap(), None, "{name}: expired");
+        assert_eq!(last("main", &asha).await, None, "{name}: expired");
         assert_eq!(
-            store.owner("m2").await.unwrap().as_ref(),
-            Some(&owner),
+            store.owner("m2").await.unwrap(),
+            Some(owner("billing")),
             "{name}"
         );
     }

@@ -40,7 +40,11 @@ pub fn callers_file(subscriber: &MockServer) -> String {
 
 /// A relay with webhooks on, its data in `dir`, callers from [`callers_file`].
 async fn relay(dir: &TempDir, subscriber: &MockServer, extra: &[(&str, &str)]) -> TestApp {
-    let file = dir.write("clients.toml", &callers_file(subscriber));
+    relay_with_callers(dir, &callers_file(subscriber), extra).await
+}
+
+async fn relay_with_callers(dir: &TempDir, callers: &str, extra: &[(&str, &str)]) -> TestApp {
+    let file = dir.write("clients.toml", callers);
     let data = dir.0.join("data");
     let mut settings = vec![
         ("RELAY_CLIENTS_FILE", file.as_str()),
@@ -61,8 +65,12 @@ pub fn status_event(id: &str, status: &str) -> Value {
 }
 
 pub fn inbound_event(id: &str, text: &str) -> Value {
+    inbound_from(RECIPIENT, id, text)
+}
+
+fn inbound_from(number: &str, id: &str, text: &str) -> Value {
     json!({"message": {"event": "whatsapp:message:in", "payload": {
-        "id": id, "contacts": [{"to": RECIPIENT, "profile": {"name": "Asha"}}],
+        "id": id, "contacts": [{"to": number, "profile": {"name": "Asha"}}],
         "message": {"type": "text", "text": {"body": text}}}}})
 }
 
@@ -232,6 +240,102 @@ async fn a_customers_message_reaches_the_accounts_inbound_subscriber_in_either_e
         .find(|b| b["data"]["id"] == "in-1")
         .expect("in-1");
     assert_eq!(stop["data"]["from"], RECIPIENT);
+}
+
+#[tokio::test]
+async fn customers_messages_are_routed_by_keyword_and_by_who_last_wrote_to_the_customer() {
+    const SUPPORT_TOKEN: &str = "tok_SENTINEL_support_0123456789";
+    const OTHER_CUSTOMER: &str = "+14155550100";
+    let dir = TempDir::new();
+    let subscriber = MockServer::start().await;
+    // billing gets replies to what it sent; compliance gets STOP and UNSUBSCRIBE; support, with
+    // no filter, gets every customer message of the account.
+    let callers = format!(
+        r#"
+        [clients.billing]
+        token = "{TOKEN}"
+        webhooks = {{ inbound = "{uri}/billing", inbound_replies = true, secret = "{SIGNING_SECRET}" }}
+        [clients.compliance]
+        token = "{OTHER_TOKEN}"
+        webhooks = {{ inbound = "{uri}/compliance", inbound_keywords = ["STOP", "unsubscribe"], secret = "{SIGNING_SECRET}" }}
+        [clients.support]
+        token = "{SUPPORT_TOKEN}"
+        webhooks = {{ inbound = "{uri}/support", secret = "{SIGNING_SECRET}" }}
+        "#,
+        uri = subscriber.uri()
+    );
+    for at in ["/billing", "/compliance", "/support"] {
+        subscriber_accepts(&subscriber, at).await;
+    }
+    let app = relay_with_callers(&dir, &callers, &[]).await;
+    let post = |event: Value| {
+        let (http, base) = (app.http.clone(), app.url(""));
+        async move { assert_eq!(post_event(&http, &base, &event).await.status(), 200) }
+    };
+
+    // Nobody wrote to this customer yet, and "hello" is no keyword: support only.
+    post(inbound_from(RECIPIENT, "in-hello", "hello")).await;
+    assert_eq!(received(&subscriber, "/support", 1).await.len(), 1);
+    // billing writes to the customer; their answer, with the number as Qikchat writes it
+    // (no +), is a reply to billing.
+    send_one(&app, "sent-1").await;
+    post(inbound_from(
+        RECIPIENT.trim_start_matches('+'),
+        "in-reply",
+        "Where is my order?",
+    ))
+    .await;
+    // A keyword, whatever its case and punctuation, from someone billing never wrote to.
+    post(inbound_from(OTHER_CUSTOMER, "in-stop-other", "stop!")).await;
+    // A keyword from billing's customer: both filters match.
+    post(inbound_from(RECIPIENT, "in-stop", "Unsubscribe me please")).await;
+
+    let ids = |at: &'static str, count: usize| {
+        let subscriber = &subscriber;
+        async move {
+            let mut ids: Vec<String> = received(subscriber, at, count)
+                .await
+                .iter()
+                .map(|r| {
+                    verified(r)["data"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        ids("/support", 4).await,
+        ["in-hello", "in-reply", "in-stop", "in-stop-other"]
+    );
+    assert_eq!(ids("/billing", 2).await, ["in-reply", "in-stop"]);
+    assert_eq!(ids("/compliance", 2).await, ["in-stop", "in-stop-other"]);
+    // Nothing else arrives later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids("/billing", 0).await.len(), 2);
+    assert_eq!(ids("/compliance", 0).await.len(), 2);
+
+    // compliance now writes to the customer last: the next plain reply is no longer billing's.
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(qikchat_success("sent-2")))
+        .mount(&app.qikchat)
+        .await;
+    let sent = app
+        .send_as(
+            OTHER_TOKEN,
+            &json!({"to": RECIPIENT, "type": "text", "text": "You are unsubscribed"}),
+        )
+        .await;
+    assert_eq!(sent.status(), 200);
+    post(inbound_from(RECIPIENT, "in-thanks", "thanks")).await;
+    assert_eq!(ids("/support", 5).await.len(), 5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids("/billing", 0).await, ["in-reply", "in-stop"]);
+    assert_eq!(ids("/compliance", 0).await, ["in-stop", "in-stop-other"]);
 }
 
 #[tokio::test]
