@@ -16,8 +16,9 @@ use super::{
 };
 use crate::message::Recipient;
 
-/// How long an event is remembered to recognise Qikchat delivering it again.
-const SEEN_FOR_MS: i64 = 7 * 86_400_000;
+/// How long an event is remembered to recognise Qikchat delivering it again, and a message's
+/// latest status kept after its last status event (as in Redis).
+const KEPT_FOR_MS: i64 = 7 * 86_400_000;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS statuses (
     payload TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS statuses_expiry ON statuses (updated_at);
 ";
 
 pub struct SqliteStore {
@@ -109,9 +111,14 @@ impl SqliteStore {
         let event = event.clone();
         let json = serde_json::to_string(&event).map_err(|e| StoreError(e.to_string()))?;
         self.run(move |tx, now| {
+            let forgotten = now.saturating_sub(KEPT_FOR_MS);
             tx.execute(
                 "DELETE FROM events WHERE routed = 1 AND received_at < ?1",
-                params![now.saturating_sub(SEEN_FOR_MS)],
+                params![forgotten],
+            )?;
+            tx.execute(
+                "DELETE FROM statuses WHERE updated_at < ?1",
+                params![forgotten],
             )?;
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO events (key, json, received_at) VALUES (?1, ?2, ?3)",
@@ -135,6 +142,11 @@ impl SqliteStore {
                         event.payload.to_string(),
                         now
                     ],
+                )?;
+                // A status that does not replace the latest one still keeps it.
+                tx.execute(
+                    "UPDATE statuses SET updated_at = ?2 WHERE message_id = ?1",
+                    params![event.message_id, now],
                 )?;
             }
             Ok(Ingested::Stored)

@@ -572,6 +572,46 @@ async fn owners_and_last_senders_are_remembered_for_their_ttl() {
     }
 }
 
+// The embedded store only: what Redis does with key expiry.
+
+#[tokio::test]
+async fn the_embedded_store_forgets_a_status_a_week_after_its_last_event() {
+    let dir = TempDir::new();
+    let store = Store::Sqlite(SqliteStore::open(&dir.0).expect("an SQLite store"));
+    let db = rusqlite::Connection::open(dir.0.join("webhooks.sqlite3")).expect("the database");
+    let days_pass = |message_id: &str, days: i64| {
+        db.execute(
+            "UPDATE statuses SET updated_at = updated_at - ?2 WHERE message_id = ?1",
+            rusqlite::params![message_id, days * 86_400_000],
+        )
+        .expect("aged");
+    };
+    let latest = |message_id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .latest_status(message_id)
+                .await
+                .unwrap()
+                .map(|s| s.status)
+        }
+    };
+    store.ingest(&status_event("old", "read")).await.unwrap();
+    store.ingest(&status_event("recent", "sent")).await.unwrap();
+    days_pass("old", 8);
+    days_pass("recent", 6);
+    // A late, lesser status does not replace `sent`, but it is news of the message: kept longer.
+    store
+        .ingest(&status_event("recent", "queued"))
+        .await
+        .unwrap();
+    days_pass("recent", 2);
+    // Any event stored clears what is over a week old.
+    store.ingest(&inbound_event("in-1")).await.unwrap();
+    assert_eq!(latest("old").await, None);
+    assert_eq!(latest("recent").await.as_deref(), Some("sent"));
+}
+
 // Redis only: what comes of replicas sharing one Redis.
 
 #[tokio::test]
