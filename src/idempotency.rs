@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use axum::http::HeaderValue;
@@ -162,14 +162,14 @@ impl Idempotency {
             }
             let record: Record = serde_json::from_str(&existing)
                 .map_err(|e| StoreError(format!("an unreadable record under {store_key}: {e}")))?;
-            return Ok(decide(&record, fingerprint, now_ms()));
+            return Ok(decide(&record, fingerprint, crate::unix_ms()));
         }
         Err(StoreError("the key kept changing under a claim".to_owned()))
     }
 
     /// Records that Qikchat is about to be called. From now on the key is never sent again.
     pub async fn sending(&self, claim: &mut Claim) -> Result<(), StoreError> {
-        let lease_until_ms = now_ms() + self.lease.as_millis() as u64;
+        let lease_until_ms = crate::unix_ms() + self.lease.as_millis() as u64;
         let sending = Record::Sending {
             fingerprint: claim.fingerprint.clone(),
             owner: claim.owner.clone(),
@@ -238,12 +238,6 @@ fn decide(record: &Record, fingerprint: &str, now_ms: u64) -> Begin {
         Record::Sending { .. } => Begin::OutcomeUnknown,
         Record::Done { answer, .. } => Begin::Replay(answer.clone()),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The fingerprint of a request: the SHA-256 of its normalised form.

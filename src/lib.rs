@@ -39,3 +39,11 @@ pub mod redis_client;
 pub mod routes;
 pub mod telemetry;
 pub mod webhooks;
+
+/// Milliseconds since the Unix epoch: the relay's one wall clock, for what outlives a process or
+/// is shared with other replicas (leases, expiries, timestamps). Intervals use `Instant`.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

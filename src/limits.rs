@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use redis::aio::ConnectionManager;
@@ -363,7 +363,7 @@ impl Limiter {
     async fn daily(&self, key: &str, quota: u64, take: bool) -> Result<Decision, StoreError> {
         match self {
             Self::Memory(memory) => {
-                memory.take_daily_at(key, quota, unix_ms(), memory.now_ms(), take)
+                memory.take_daily_at(key, quota, crate::unix_ms(), memory.now_ms(), take)
             }
             Self::Redis(redis) => {
                 let mut redis = redis.clone();
@@ -516,7 +516,7 @@ impl MemoryLimits {
     }
 
     fn give_back_daily(&self, key: &str) {
-        self.give_back_daily_at(key, unix_ms());
+        self.give_back_daily_at(key, crate::unix_ms());
     }
 
     fn give_back_daily_at(&self, key: &str, unix_ms: u64) {
@@ -537,12 +537,6 @@ impl MemoryLimits {
 fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a table half-updated: every update is one call.
     table.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A map with at most `max` keys whose dead entries (the same as absent ones) are dropped now and

@@ -108,7 +108,7 @@ pub async fn receive(
         warn!(account, "a webhook call for an unknown account was refused");
         return Err(not_found());
     }
-    let event = match event::parse(&body, &account, event::now_ms()) {
+    let event = match event::parse(&body, &account, crate::unix_ms()) {
         Ok(event) => event,
         // Another kind of event (a template approval, ...): taken, so Qikchat does not retry it,
         // and dropped, as no subscriber asks for it.

@@ -5,7 +5,7 @@
 //! `contacts` optional. What subscribers receive is documented in the OpenAPI document
 //! (`WebhookEvent`) and stable.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -171,12 +171,6 @@ pub fn text(event: &Event) -> Option<&str> {
     .iter()
     .find_map(|pointer| message.pointer(pointer))
     .and_then(Value::as_str)
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -233,7 +233,7 @@ impl Webhooks {
                 delivery.caller
             ));
         };
-        let timestamp = event::now_ms() / 1000;
+        let timestamp = crate::unix_ms() / 1000;
         let signature = sign(&key, &delivery.id, timestamp, &delivery.body);
         let answer = self
             .http

@@ -5,7 +5,7 @@
 use std::{
     path::Path,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -434,7 +434,5 @@ fn millis(duration: Duration) -> i64 {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
+    i64::try_from(crate::unix_ms()).unwrap_or(i64::MAX)
 }
