@@ -178,12 +178,6 @@ async fn deliver(
     };
     attempt.idempotency_key_sha256 = key.as_ref().map(Key::sha256);
 
-    // Before anything is claimed or sent: a link that fails in enforce mode sends nothing.
-    let warnings = state.preflight.check(&message).await;
-    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
-        return Err(ApiError::Media(warnings));
-    }
-
     if state.is_draining() {
         return Err(ApiError::Draining);
     }
@@ -230,6 +224,17 @@ async fn deliver(
             }
         }
     };
+
+    // After the claim, so that a replay gives its answer again without fetching anything, and
+    // within the in-flight limit, since it calls out. A link that fails in enforce mode sends
+    // nothing and frees the key for a retry.
+    let warnings = state.preflight.check(&message).await;
+    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
+        if let Some(claim) = claim {
+            state.idempotency.finish(claim, None).await;
+        }
+        return Err(ApiError::Media(warnings));
+    }
 
     // After the claim, so a replay is never limited; a refusal frees the key for a retry.
     match limits::check(state, &caller.rules, &account.spec, &message.to).await {

@@ -399,3 +399,65 @@ async fn an_unreachable_link_is_checked_again_on_the_next_send() {
 
     assert_eq!(retried.status(), 200, "the failure was not cached");
 }
+
+#[tokio::test]
+async fn a_send_shed_for_overload_never_fetches_its_link() {
+    let app = spawn_app_with(&[
+        ("RELAY_MEDIA_PREFLIGHT", "enforce"),
+        ("RELAY_MEDIA_PREFLIGHT_ALLOW_PRIVATE", "true"),
+        ("RELAY_MAX_IN_FLIGHT", "1"),
+    ])
+    .await;
+    crate::helpers::qikchat_accepts_slowly(&app.qikchat, "slow", Duration::from_millis(700), 1)
+        .await;
+    let media = MockServer::start().await;
+    serves(&media, "/a.png", &[("content-type", "image/png")]).await;
+
+    let text = json!({"to": RECIPIENT, "type": "text", "text": "hi"});
+    let first = app.send(&text);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.send(&media_message("image", &format!("{}/a.png", media.uri())))
+            .await
+    };
+    let (first, second) = tokio::join!(first, second);
+
+    assert_eq!(first.status(), 200);
+    problem(second, 503, "overloaded").await;
+    let fetched = media.received_requests().await.unwrap_or_default();
+    assert!(fetched.is_empty(), "the link was fetched: {fetched:?}");
+}
+
+#[tokio::test]
+async fn a_link_refused_in_enforce_mode_leaves_its_idempotency_key_free_for_the_retry() {
+    let app = relay("enforce").await;
+    app.qikchat_accepts("after-the-fix", 1).await;
+    let media = MockServer::start().await;
+    Mock::given(method("HEAD"))
+        .and(path("/late.png"))
+        .respond_with(ResponseTemplate::new(404))
+        .up_to_n_times(1)
+        .mount(&media)
+        .await;
+    serves(&media, "/late.png", &[("content-type", "image/png")]).await;
+    let send = || {
+        app.http
+            .post(app.url("/send"))
+            .bearer_auth(crate::helpers::TOKEN)
+            .header("Idempotency-Key", "order-1234-receipt")
+            .json(&media_message(
+                "image",
+                &format!("{}/late.png", media.uri()),
+            ))
+            .send()
+    };
+
+    let refused = send().await.expect("the relay answers");
+    problem(refused, 422, "media_unreachable").await;
+    // The file is uploaded now; the caller retries with the same key, as it should.
+    let retried = send().await.expect("the relay answers");
+
+    assert_eq!(retried.status(), 200);
+    let body: Value = retried.json().await.expect("json");
+    assert_eq!(body["id"], "after-the-fix");
+}
