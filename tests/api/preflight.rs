@@ -34,6 +34,17 @@ async fn serves(media: &MockServer, file: &str, headers: &[(&str, &str)]) {
         .await;
 }
 
+/// The media host answers HEAD on `file` with `status` once, then with a PNG.
+async fn fails_once_then_serves_a_png(media: &MockServer, file: &str, status: u16) {
+    Mock::given(method("HEAD"))
+        .and(path(file))
+        .respond_with(ResponseTemplate::new(status))
+        .up_to_n_times(1)
+        .mount(media)
+        .await;
+    serves(media, file, &[("content-type", "image/png")]).await;
+}
+
 fn media_message(kind: &str, link: &str) -> Value {
     json!({"to": RECIPIENT, "type": kind, "link": link})
 }
@@ -380,13 +391,7 @@ async fn an_unreachable_link_is_checked_again_on_the_next_send() {
     let app = relay("enforce").await;
     app.qikchat_accepts("recovered", 1).await;
     let media = MockServer::start().await;
-    Mock::given(method("HEAD"))
-        .and(path("/flaky.png"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&media)
-        .await;
-    serves(&media, "/flaky.png", &[("content-type", "image/png")]).await;
+    fails_once_then_serves_a_png(&media, "/flaky.png", 503).await;
     let link = format!("{}/flaky.png", media.uri());
 
     problem(
@@ -433,13 +438,7 @@ async fn a_link_refused_in_enforce_mode_leaves_its_idempotency_key_free_for_the_
     let app = relay("enforce").await;
     app.qikchat_accepts("after-the-fix", 1).await;
     let media = MockServer::start().await;
-    Mock::given(method("HEAD"))
-        .and(path("/late.png"))
-        .respond_with(ResponseTemplate::new(404))
-        .up_to_n_times(1)
-        .mount(&media)
-        .await;
-    serves(&media, "/late.png", &[("content-type", "image/png")]).await;
+    fails_once_then_serves_a_png(&media, "/late.png", 404).await;
     let send = || {
         app.http
             .post(app.url("/send"))

@@ -292,20 +292,7 @@ async fn customers_messages_are_routed_by_keyword_and_by_who_last_wrote_to_the_c
 
     let ids = |at: &'static str, count: usize| {
         let subscriber = &subscriber;
-        async move {
-            let mut ids: Vec<String> = received(subscriber, at, count)
-                .await
-                .iter()
-                .map(|r| {
-                    verified(r)["data"]["id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect();
-            ids.sort();
-            ids
-        }
+        async move { distinct_ids(&received(subscriber, at, count).await) }
     };
     assert_eq!(
         ids("/support", 4).await,
