@@ -218,6 +218,13 @@ fn subscriber(
     if statuses.is_none() && inbound.is_none() {
         return Err(problem(field("webhooks"), "set statuses, inbound or both"));
     }
+    if hooks.inbound_keywords.as_ref().is_some_and(Vec::is_empty) {
+        // An empty list would read as "no message"; without the key, every message is meant.
+        return Err(problem(
+            field("webhooks.inbound_keywords"),
+            "needs at least one keyword; leave it out for every message",
+        ));
+    }
     let mut keywords = BTreeSet::new();
     for keyword in hooks.inbound_keywords.unwrap_or_default() {
         match InboundFilter::word(&keyword) {

@@ -579,6 +579,11 @@ fn a_callers_file_with_a_bad_entry_is_refused_at_start_naming_the_entry_and_neve
              secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }",
             "clients.billing.webhooks.inbound_keywords",
         ),
+        (
+            "webhooks = { inbound = \"http://billing/\", inbound_keywords = [], \
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }",
+            "clients.billing.webhooks.inbound_keywords",
+        ),
     ];
     for (line, named) in cases {
         let path = dir.write(
