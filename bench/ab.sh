@@ -50,18 +50,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r FAKE_PORT PORT_A PORT_B < <("$PYTHON" -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-')
-TOKEN=bench-token-0123456789abcdef
-KEY=bench-qikchat-key-0123456789
-export BENCH_TOKEN=$TOKEN
 # shellcheck source=bench/fake.sh
 source "$BENCH_DIR/fake.sh"
+read -r FAKE_PORT PORT_A PORT_B < <(free_ports 3)
 mkdir -p "$WORK/fake"
 fake_conf "$WORK/fake" "$FAKE_PORT" > "$WORK/fake/nginx.conf"
 "${ON_LOAD[@]}" "$NGINX" -p "$WORK/fake" -c "$WORK/fake/nginx.conf" -e "$WORK/fake/error.log" \

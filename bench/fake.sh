@@ -1,6 +1,22 @@
 # shellcheck shell=bash
-# bench/fake.sh: sourced by bench/run.sh and bench/ab.sh. The fast fake Qikchat both measure
-# against (nginx answering Qikchat's success document), and the nginx configuration pieces.
+# bench/fake.sh: sourced by bench/run.sh and bench/ab.sh. What both set up alike: the fast fake
+# Qikchat they measure against (nginx answering Qikchat's success document), the nginx
+# configuration pieces, the caller token and Qikchat key, and free ports.
+
+TOKEN=bench-token-0123456789abcdef
+# shellcheck disable=SC2034 # used by the scripts that source this file
+KEY=bench-qikchat-key-0123456789
+export BENCH_TOKEN=$TOKEN
+
+free_ports() { # $1: how many. Prints that many free loopback ports on one line.
+    python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+' "$1"
+}
 
 # Qikchat's answer to a send (shared/qikchat-api.md), as the fake gives it.
 FAKE_ANSWER='{"status":true,"message":"Messages queued successfully","data":[{"id":"52JH6WmuSruAVyXvBBYemd0Ia","channel":"whatsapp","from":"918080808081","recipient":"+918080808080","credits":0.80,"created_at":"2023-02-19T12:52:25.222Z","status":"queued"}]}'

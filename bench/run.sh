@@ -150,25 +150,14 @@ else
 fi
 log "CPU layout: $layout"
 
-read -r FAKE_PORT NGINX_PORT RELAY_PORT READY_PORT < <("$PYTHON" -c '
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])
-')
-
-TOKEN=bench-token-0123456789abcdef
-KEY=bench-qikchat-key-0123456789
-export BENCH_TOKEN=$TOKEN
+# shellcheck source=bench/fake.sh
+source "$BENCH_DIR/fake.sh"
+read -r FAKE_PORT NGINX_PORT RELAY_PORT READY_PORT < <(free_ports 4)
 export BENCH_BODY='{"to":"+918080808080","type":"text","text":"Your OTP is 4711"}'
 
 # ---------------------------------------------------------------------------------------------
 # Configurations
 # ---------------------------------------------------------------------------------------------
-# shellcheck source=bench/fake.sh
-source "$BENCH_DIR/fake.sh"
-
 mkdir -p "$WORK/fake" "$WORK/nginx" "$WORK/ready" "$WORK/relay"
 fake_conf "$WORK/fake" "$FAKE_PORT" > "$WORK/fake/nginx.conf"
 
