@@ -82,6 +82,24 @@ pub async fn post_event(http: &reqwest::Client, base: &str, event: &Value) -> re
         .expect("the relay answers")
 }
 
+/// Posts `count` inbound events (`in-0`, `in-1`, ...) all at once, spread over the relays at
+/// `bases`, and checks that each was taken.
+async fn post_burst(http: &reqwest::Client, bases: &[String], count: usize) {
+    let posts: Vec<_> = (0..count)
+        .map(|n| {
+            let (http, base) = (http.clone(), bases[n % bases.len()].clone());
+            tokio::spawn(async move {
+                post_event(&http, &base, &inbound_event(&format!("in-{n}"), "hi"))
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.expect("joined"), 200);
+    }
+}
+
 /// The subscriber accepts everything on `at`.
 pub async fn subscriber_accepts(subscriber: &MockServer, at: &str) {
     Mock::given(method("POST"))
@@ -516,19 +534,8 @@ async fn a_burst_of_hundreds_of_events_is_stored_and_each_delivered_once() {
     let subscriber = MockServer::start().await;
     subscriber_accepts(&subscriber, "/alerts/inbound").await;
     let app = relay(&dir, &subscriber, &[]).await;
-    let base = app.url("");
 
-    let posts = (0..300).map(|n| {
-        let (http, base) = (app.http.clone(), base.clone());
-        tokio::spawn(async move {
-            post_event(&http, &base, &inbound_event(&format!("in-{n}"), "hi"))
-                .await
-                .status()
-        })
-    });
-    for post in posts.collect::<Vec<_>>() {
-        assert_eq!(post.await.expect("joined"), 200);
-    }
+    post_burst(&app.http, &[app.url("")], 300).await;
     let deliveries = received(&subscriber, "/alerts/inbound", 300).await;
     let ids = distinct_ids(&deliveries);
     assert_eq!(ids.len(), 300);
@@ -633,17 +640,7 @@ async fn two_replicas_share_one_redis_stream_and_deliver_each_event_once() {
         .await;
     let bases = [app.url(""), sibling.url("")];
 
-    let posts = (0..100).map(|n| {
-        let (http, base) = (app.http.clone(), bases[n % 2].clone());
-        tokio::spawn(async move {
-            post_event(&http, &base, &inbound_event(&format!("in-{n}"), "hi"))
-                .await
-                .status()
-        })
-    });
-    for post in posts.collect::<Vec<_>>() {
-        assert_eq!(post.await.expect("joined"), 200);
-    }
+    post_burst(&app.http, &bases, 100).await;
     // The same event posted to the other replica is a duplicate there too.
     let again: Value = post_event(&app.http, &bases[1], &inbound_event("in-0", "hi"))
         .await
