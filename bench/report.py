@@ -72,22 +72,19 @@ for rnd in rounds:
         ratios.append(rps(rl) / rps(n))
 ratio = med(ratios)
 
-cpu_us = {
-    t: per_round("thr", lambda r: r["cpu_ms"] * 1000 / max(r["wrk"]["requests"], 1), t)
-    for t in ("nginx", "relay")
-}
-cpu_user_us = {
-    t: per_round("thr", lambda r: r["cpu_user_ms"] * 1000 / max(r["wrk"]["requests"], 1), t)
-    for t in ("nginx", "relay")
-}
-cpu_sys_us = {
-    t: per_round("thr", lambda r: r["cpu_sys_ms"] * 1000 / max(r["wrk"]["requests"], 1), t)
-    for t in ("nginx", "relay")
-}
-fake_cpu_us = {
-    t: per_round("thr", lambda r: r["fake_cpu_ms"] * 1000 / max(r["wrk"]["requests"], 1), t)
-    for t in ("nginx", "relay")
-}
+
+def per_request_us(field):
+    """The throughput runs' CPU time `field` (ms), in µs per request, for each target."""
+    return {
+        t: per_round("thr", lambda r: r[field] * 1000 / max(r["wrk"]["requests"], 1), t)
+        for t in ("nginx", "relay")
+    }
+
+
+cpu_us = per_request_us("cpu_ms")
+cpu_user_us = per_request_us("cpu_user_ms")
+cpu_sys_us = per_request_us("cpu_sys_ms")
+fake_cpu_us = per_request_us("fake_cpu_ms")
 proxy_busy = {t: per_round("thr", busy("proxy_core"), t) for t in ("nginx", "relay")}
 load_busy = {t: per_round("thr", busy("load_core"), t) for t in ("nginx", "relay")}
 
