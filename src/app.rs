@@ -5,7 +5,7 @@
 //! (port 0 allowed) so tests can also run the real server.
 
 use std::{
-    future::{Future, IntoFuture},
+    future::Future,
     net::SocketAddr,
     sync::{
         Arc,
@@ -25,6 +25,7 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -33,13 +34,14 @@ use tower_http::{
 use tracing::{info, warn};
 
 use crate::{
-    config::Config,
+    config::{Config, ConnectionLimits},
     error::{self, ApiError},
     idempotency::{Idempotency, MemoryStore, Store},
     limits::Limiter,
     policy::Live,
     preflight::Preflight,
-    routes, telemetry,
+    routes::{self, BodyLimits},
+    server, telemetry,
     webhooks::{
         Store as WebhookStore, Webhooks, redis_store::RedisStore, sqlite_store::SqliteStore,
     },
@@ -149,7 +151,7 @@ impl AppState {
 }
 
 /// Every route and the middleware around them.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, body: BodyLimits) -> Router {
     // Listed outermost first: a request passes them top to bottom, its response bottom to top.
     let middleware = ServiceBuilder::new()
         // The request id comes first so that everything below (span, errors) can use it; a
@@ -163,7 +165,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal.into_response()
         }))
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+        // Every body is read whole, within its size and time limits, before any handler runs:
+        // a slow or oversized body is refused here for every route alike (408, 413).
+        .layer(middleware::from_fn_with_state(body, routes::read_body))
+        .layer(DefaultBodyLimit::max(body.max_bytes));
 
     Router::new()
         .route("/send", post(routes::send::send))
@@ -204,6 +209,9 @@ pub struct App {
     router: Router,
     state: AppState,
     drain_timeout: Duration,
+    connections: ConnectionLimits,
+    /// `RELAY_MAX_CONNECTIONS`, or fewer if the open-files limit holds fewer.
+    max_connections: usize,
 }
 
 impl App {
@@ -217,11 +225,21 @@ impl App {
             webhooks.start();
         }
         let listener = TcpListener::bind(config.listen_addr).await?;
+        let max_connections =
+            server::connection_budget(config.connections.max_connections, config.max_in_flight);
         Ok(Self {
-            router: router(state.clone(), config.max_body_bytes),
+            router: router(
+                state.clone(),
+                BodyLimits {
+                    max_bytes: config.max_body_bytes,
+                    timeout: config.connections.body_timeout(),
+                },
+            ),
             listener,
             state,
             drain_timeout: config.drain_timeout(),
+            connections: config.connections,
+            max_connections,
         })
     }
 
@@ -240,16 +258,17 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .into_future();
-        let mut server = tokio::spawn(server);
+        let stop = CancellationToken::new();
+        let mut server = tokio::spawn(server::serve(
+            self.listener,
+            self.router,
+            self.connections,
+            self.max_connections,
+            stop.clone(),
+        ));
 
         tokio::select! {
-            result = &mut server => return result.map_err(std::io::Error::other)?,
+            result = &mut server => return result.map_err(std::io::Error::other),
             () = shutdown => {}
         }
         let in_flight = self.state.max_in_flight - self.state.in_flight.available_permits();
@@ -259,7 +278,7 @@ impl App {
             "shutting down: no new connections, draining requests in flight"
         );
         self.state.draining.store(true, Ordering::Relaxed);
-        let _ = stop.send(true);
+        stop.cancel();
 
         // Connections close once their answers are out; a send whose caller hung up is still in
         // flight after that, holding its permit. Both are waited for, within the drain timeout.
@@ -273,7 +292,7 @@ impl App {
         match tokio::time::timeout(self.drain_timeout, drained).await {
             Ok(result) => {
                 info!("drained; exiting");
-                result.map_err(std::io::Error::other)?
+                result.map_err(std::io::Error::other)
             }
             Err(_) => {
                 let in_flight = self.state.max_in_flight - self.state.in_flight.available_permits();

@@ -26,6 +26,8 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
+    /// What one client connection may hold and for how long (`RELAY_HEADER_TIMEOUT_MS`, ...).
+    pub connections: ConnectionLimits,
     pub drain_timeout_ms: u64,
     pub log_format: LogFormat,
     /// Where idempotency keys live when shared by replicas; in memory when `None`.
@@ -45,6 +47,33 @@ pub struct Config {
     pub traces: Traces,
     /// Receiving Qikchat's webhooks: on when `RELAY_WEBHOOK_SECRET` is set.
     pub webhooks: Option<WebhookSettings>,
+}
+
+/// Bounds on client connections, so that no client, with or without a token, can hold the
+/// relay's memory, descriptors or time (the contract's "Holding under hostile load").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A complete request head must arrive within this of the connection opening, or of the
+    /// previous answer.
+    pub header_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this long without a request.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive whole within this of the handler asking for it.
+    pub body_timeout_ms: u64,
+    /// Open client connections at most (lowered at start to what the descriptor limit allows).
+    pub max_connections: usize,
+}
+
+impl ConnectionLimits {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
 }
 
 /// How Qikchat's webhooks are received and passed on.
@@ -140,6 +169,14 @@ struct Env {
     relay_max_body_bytes: usize,
     #[serde(default = "default_drain_timeout_ms")]
     relay_drain_timeout_ms: u64,
+    #[serde(default = "default_header_timeout_ms")]
+    relay_header_timeout_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    relay_idle_timeout_ms: u64,
+    #[serde(default = "default_body_timeout_ms")]
+    relay_body_timeout_ms: u64,
+    #[serde(default = "default_max_connections")]
+    relay_max_connections: usize,
     relay_log_format: Option<String>,
     #[serde(default = "default_log_filter")]
     rust_log: String,
@@ -284,6 +321,25 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_drain_timeout_ms() -> u64 {
     30_000
+}
+// A well-behaved client sends its head in one write, and its body right after: 10 s is far more
+// than any of them needs, and short enough that a connection that stalls (on purpose or not)
+// gives its slot back quickly.
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+// Longer than the pools of common HTTP clients keep a connection unused, so a caller's idle
+// keep-alive connection is normally reused, not closed under it.
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+// A few hundred callers with a pool each fit easily; each open connection costs at most its
+// 32 KiB head buffer plus a few KiB, so 4096 of them stay well under 256 MiB.
+fn default_max_connections() -> usize {
+    4096
 }
 fn default_reload_interval_ms() -> u64 {
     2_000
@@ -439,6 +495,10 @@ impl Config {
         positive("RELAY_RELOAD_INTERVAL_MS", env.relay_reload_interval_ms)?;
         positive("RELAY_MAX_IN_FLIGHT", env.relay_max_in_flight as u64)?;
         positive("RELAY_MAX_BODY_BYTES", env.relay_max_body_bytes as u64)?;
+        positive("RELAY_HEADER_TIMEOUT_MS", env.relay_header_timeout_ms)?;
+        positive("RELAY_IDLE_TIMEOUT_MS", env.relay_idle_timeout_ms)?;
+        positive("RELAY_BODY_TIMEOUT_MS", env.relay_body_timeout_ms)?;
+        positive("RELAY_MAX_CONNECTIONS", env.relay_max_connections as u64)?;
         positive("RELAY_IDEMPOTENCY_TTL_S", env.relay_idempotency_ttl_s)?;
         positive(
             "RELAY_IDEMPOTENCY_MAX_KEYS",
@@ -492,6 +552,12 @@ impl Config {
             upstream_timeout_ms: env.relay_upstream_timeout_ms,
             max_in_flight: env.relay_max_in_flight,
             max_body_bytes: env.relay_max_body_bytes,
+            connections: ConnectionLimits {
+                header_timeout_ms: env.relay_header_timeout_ms,
+                idle_timeout_ms: env.relay_idle_timeout_ms,
+                body_timeout_ms: env.relay_body_timeout_ms,
+                max_connections: env.relay_max_connections,
+            },
             drain_timeout_ms: env.relay_drain_timeout_ms,
             log_format,
             log_filter: env.rust_log,
@@ -787,6 +853,15 @@ mod tests {
         assert_eq!(c.policy.clients.len(), 1);
         assert_eq!(c.policy.clients[0].name, "billing");
         assert_eq!(c.reload_interval_ms, 2000);
+        assert_eq!(
+            c.connections,
+            ConnectionLimits {
+                header_timeout_ms: 10_000,
+                idle_timeout_ms: 60_000,
+                body_timeout_ms: 10_000,
+                max_connections: 4096,
+            }
+        );
     }
 
     #[test]
@@ -874,6 +949,10 @@ mod tests {
             ("RELAY_LOG_FORMAT", "xml"),
             ("QIKCHAT_BASE_URL", "not a url"),
             ("RELAY_MAX_IN_FLIGHT", "0"),
+            ("RELAY_HEADER_TIMEOUT_MS", "0"),
+            ("RELAY_IDLE_TIMEOUT_MS", "soon"),
+            ("RELAY_BODY_TIMEOUT_MS", "0"),
+            ("RELAY_MAX_CONNECTIONS", "0"),
             ("RUST_LOG", "info,[[["),
             ("RELAY_REDIS_URL", "http://not-redis"),
             ("RELAY_IDEMPOTENCY_LEASE_MS", "100"),

@@ -34,6 +34,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body is larger than the relay accepts (RELAY_MAX_BODY_BYTES)")]
     PayloadTooLarge,
+    #[error("the body did not arrive in time (RELAY_BODY_TIMEOUT_MS); nothing was sent")]
+    RequestTimeout,
     #[error("the request has invalid fields")]
     Invalid(Vec<FieldError>),
     /// A media link failed its preflight check (`RELAY_MEDIA_PREFLIGHT=enforce`).
@@ -136,6 +138,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Invalid(_) | Self::RejectedByQikchat(_) | Self::Media(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -161,6 +164,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Invalid(_) => "invalid_request",
             Self::Media(problems) => problems
                 .first()
@@ -276,9 +280,42 @@ pub async fn problem_json(request: Request, next: Next) -> Response {
         .unwrap_or_default()
         .to_owned();
     let mut response = next.run(request).await;
-    if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
+    let problem = match response.extensions_mut().remove::<Problem>() {
+        Some(problem) => Some(problem),
+        None => unexplained(&response).map(|e| e.problem("")),
+    };
+    if let Some(mut problem) = problem {
         problem.request_id = request_id;
         problem.render_into(&mut response);
     }
     response
+}
+
+/// The error for a 4xx or 5xx that something other than an [`ApiError`] wrote (the framework's
+/// own refusals, in text/plain): every error a caller sees is a problem document. Answers that
+/// carry JSON of their own (a replayed problem, `/readyz`) are left as they are.
+fn unexplained(response: &Response) -> Option<ApiError> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.contains("json") {
+        return None;
+    }
+    Some(match status {
+        StatusCode::NOT_FOUND => ApiError::NotFound("no such resource".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ApiError::RequestTimeout,
+        s if s.is_client_error() => ApiError::Malformed(format!(
+            "the request could not be read ({})",
+            s.canonical_reason().unwrap_or("client error")
+        )),
+        _ => ApiError::Internal,
+    })
 }

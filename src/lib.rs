@@ -3,6 +3,7 @@
 //! forwards it to Qikchat, and answers with Qikchat's message id.
 //!
 //! Layout, in the order a request meets it:
+//! - [`server`]: the accept loop: connection cap, header and idle timeouts, head size limit.
 //! - [`app`]: the router, the middleware stack (its order explained there), start and shutdown.
 //! - [`telemetry`]: logs (one JSON line per request), metrics, OpenTelemetry traces.
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
@@ -37,6 +38,7 @@ pub mod preflight;
 pub mod qikchat;
 pub mod redis_client;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
 pub mod webhooks;
 

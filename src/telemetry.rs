@@ -14,6 +14,7 @@ use std::{
 
 use axum::{
     extract::{MatchedPath, Request},
+    http::Method,
     middleware::Next,
     response::Response,
 };
@@ -168,6 +169,11 @@ pub fn metrics() -> PrometheusHandle {
             ] {
                 metrics::counter!("relay_rejections_total", "reason" => reason).increment(0);
             }
+            for reason in crate::server::Shed::ALL {
+                metrics::counter!("relay_connections_rejected_total", "reason" => reason.as_str())
+                    .increment(0);
+            }
+            metrics::gauge!("relay_connections_open").set(0.0);
             for result in ["replayed", "in_flight", "reused", "outcome_unknown"] {
                 metrics::counter!("relay_idempotency_total", "result" => result).increment(0);
             }
@@ -192,6 +198,21 @@ pub fn metrics() -> PrometheusHandle {
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// The method as a label: one of the standard ones, else `other`. HTTP lets a client invent
+/// methods, and each invented one would be a new time series for as long as the process lives.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Wraps a request in its span, then logs its one line and counts it.
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -210,7 +231,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let span = info_span!(
         "request",
         request_id,
-        method = %method,
+        method = method_label(&method),
         route,
         caller = Empty,
         r#type = Empty,
@@ -222,7 +243,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         otel.name = Empty,
         otel.kind = Empty,
     );
-    join_trace(&span, &request, method.as_str(), &route);
+    join_trace(&span, &request, method_label(&method), &route);
 
     let response = next.run(request).instrument(span.clone()).await;
 
@@ -236,7 +257,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         )
     });
     let labels = [
-        ("method", method.to_string()),
+        ("method", method_label(&method).to_owned()),
         ("route", route),
         ("status", status.to_string()),
     ];

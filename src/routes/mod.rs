@@ -1,5 +1,6 @@
-//! HTTP handlers, one module per resource, plus [`JsonBody`], the body extractor whose
-//! rejections speak problem+json like every other error.
+//! HTTP handlers, one module per resource, plus [`read_body`], which reads every request body
+//! within its limits, and [`JsonBody`], the body extractor whose rejections speak problem+json
+//! like every other error.
 
 pub mod docs;
 pub mod health;
@@ -8,14 +9,80 @@ pub mod schema;
 pub mod send;
 pub mod webhooks;
 
+use std::time::Duration;
+
 use axum::{
-    body::Bytes,
-    extract::{FromRequest, Request},
-    http::{StatusCode, header::CONTENT_TYPE},
+    body::{Body, Bytes},
+    extract::{FromRequest, Request, State},
+    http::{
+        HeaderValue, StatusCode,
+        header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE},
+    },
+    middleware::Next,
+    response::{IntoResponse, Response},
 };
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
+
+mod strict_json;
+
+/// How much of a request body the relay reads, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `RELAY_MAX_BODY_BYTES`.
+    pub max_bytes: usize,
+    /// `RELAY_BODY_TIMEOUT_MS`: the whole body, not each piece of it, so a body trickled a byte
+    /// at a time cannot hold a connection for longer than this.
+    pub timeout: Duration,
+}
+
+/// Reads the request body whole before the handler runs: 413 past `max_bytes` (at once when
+/// `Content-Length` says so), 408 when it has not all arrived within `timeout`. Either closes the
+/// connection, whose unread rest of the body cannot be told from a next request.
+pub async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+        return closing(ApiError::PayloadTooLarge);
+    }
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, limits.max_bytes));
+    match read.await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if is_over_limit(&e) => closing(ApiError::PayloadTooLarge),
+        Ok(Err(_)) => closing(ApiError::Malformed("the body could not be read".to_owned())),
+        Err(_) => {
+            tracing::warn!("request body not received within RELAY_BODY_TIMEOUT_MS");
+            closing(ApiError::RequestTimeout)
+        }
+    }
+}
+
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+fn is_over_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
 
 /// A JSON body as a [`Value`], left to the domain to parse so that every bad field can be named.
 /// Refuses a missing or non-JSON content type, invalid JSON and bodies over the size limit.
@@ -46,9 +113,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     ))
                 }
             })?;
-        serde_json::from_slice(&body)
-            .map(JsonBody)
-            .map_err(|e| ApiError::Malformed(format!("the body is not valid JSON: {e}")))
+        match strict_json::parse(&body) {
+            Ok(value) => Ok(JsonBody(value)),
+            Err(strict_json::Error::Syntax(e)) => Err(ApiError::Malformed(format!(
+                "the body is not valid JSON: {e}"
+            ))),
+            // Two parsers could read such a body differently (a validator in front of the
+            // relay keeps the first, serde_json the last): it is refused, naming the field.
+            Err(strict_json::Error::DuplicateKey(field)) => {
+                Err(ApiError::Invalid(vec![FieldError::new(
+                    field,
+                    "appears more than once in its object",
+                )]))
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Path, RawQuery, State, rejection::PathRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -74,12 +74,17 @@ pub struct Received {
 )]
 pub async fn receive(
     State(state): State<AppState>,
-    Path(secret): Path<String>,
+    secret: std::result::Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Received>> {
     let hooks = enabled(&state)?;
+    // A path that does not decode (`%FF`) cannot be the secret: a 404 like any wrong one.
+    let Ok(Path(secret)) = secret else {
+        warn!("a webhook call with a wrong secret was refused");
+        return Err(not_found());
+    };
     let expected = hooks.settings.path_secret.expose_secret().as_bytes();
     if !bool::from(digest(secret.as_bytes()).ct_eq(&digest(expected))) {
         // Logged without the path: it could be a mistyped secret.
