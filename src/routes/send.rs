@@ -27,8 +27,7 @@ use crate::{
     error::{ApiError, FieldError, Result},
     idempotency::{self, Answer, Begin, Claim, Key},
     message::Message,
-    policy::Account,
-    policy::limits,
+    policy::{Account, limits},
     preflight::{self, MediaProblem},
     qikchat,
     routes::JsonBody,
@@ -178,14 +177,14 @@ async fn deliver(
     };
     attempt.idempotency_key_sha256 = key.as_ref().map(Key::sha256);
 
+    // A send that would be shed claims, counts and fetches nothing. The permit itself is taken
+    // only after the link check, so that slow links never hold RELAY_MAX_IN_FLIGHT from others.
     if state.is_draining() {
         return Err(ApiError::Draining);
     }
-    let permit = state
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded)?;
+    if state.in_flight.available_permits() == 0 {
+        return Err(ApiError::Overloaded);
+    }
 
     // The key is claimed before anything is sent: a duplicate waits for nothing and sends nothing.
     let claim = match key {
@@ -225,17 +224,6 @@ async fn deliver(
         }
     };
 
-    // After the claim, so that a replay gives its answer again without fetching anything, and
-    // within the in-flight limit, since it calls out. A link that fails in enforce mode sends
-    // nothing and frees the key for a retry.
-    let warnings = state.preflight.check(&message).await;
-    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
-        if let Some(claim) = claim {
-            state.idempotency.finish(claim, None).await;
-        }
-        return Err(ApiError::Media(warnings));
-    }
-
     // After the claim, so a replay is never limited; a refusal frees the key for a retry.
     match limits::check(state, &caller.rules, &account.spec, &message.to).await {
         Ok(headers) => attempt.rate_limit = headers,
@@ -247,6 +235,42 @@ async fn deliver(
             return Err(e);
         }
     }
+
+    // After the claim, so that a replay gives its answer again without fetching anything, and
+    // after the limits, so that a caller at its limit makes the relay fetch nothing. A link that
+    // fails in enforce mode sends nothing and frees the key for a retry, but keeps the rate and
+    // quota it used: the relay did fetch for it, and the caller's rate is what bounds how many
+    // fetches it can cause (given back, a caller could have bad or hanging links checked without
+    // end).
+    let warnings = state.preflight.check(&message).await;
+    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
+        if let Some(claim) = claim {
+            state.idempotency.finish(claim, None).await;
+        }
+        return Err(ApiError::Media(warnings));
+    }
+
+    // The relay may have begun draining or filled up during the check: then nothing is sent,
+    // and the key is free for a retry. A drain waits for the permits of sends that have started,
+    // not for link checks, so none starts once it has begun.
+    let permit = if state.is_draining() {
+        Err(ApiError::Draining)
+    } else {
+        state
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)
+    };
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(e) => {
+            if let Some(claim) = claim {
+                state.idempotency.finish(claim, None).await;
+            }
+            return Err(e);
+        }
+    };
 
     // The send runs in its own task: a caller that hangs up must not cut it off half-way, nor
     // leave its key without an answer.
