@@ -27,7 +27,7 @@ use crate::{
     error::{ApiError, FieldError, Result},
     idempotency::{self, Answer, Begin, Claim, Key},
     message::Message,
-    policy::{Account, limits},
+    policy::{self, Account, limits},
     preflight::{self, MediaProblem},
     qikchat,
     routes::JsonBody,
@@ -116,6 +116,7 @@ pub async fn send(
     span.record("outcome", outcome);
     let shed = match &result {
         Err(ApiError::Overloaded) => Some("overloaded"),
+        Err(ApiError::CallerOverloaded { .. }) => Some("caller_in_flight"),
         Err(ApiError::Draining) => Some("draining"),
         Err(ApiError::RateLimited { rule, .. }) => Some(rule.unwrap_or("rate_limited")),
         _ => None,
@@ -166,6 +167,18 @@ async fn deliver(
     // What the caller may not send is refused before anything else happens.
     caller.rules.permit(&message)?;
     let account = caller.account()?;
+    // From here to its answer the send counts towards the caller's own limit, link check
+    // included, so one caller's hanging links fill only its own slots.
+    let slot = match caller.rules.max_in_flight {
+        None => None,
+        Some(max) => {
+            let taken = caller.policy.in_flight.take(&caller.name, max);
+            Some(taken.ok_or_else(|| ApiError::CallerOverloaded {
+                caller: caller.name.clone(),
+                max,
+            })?)
+        }
+    };
     let key = match headers.get(idempotency::HEADER) {
         None => None,
         Some(value) => Some(Key::parse(value).ok_or_else(|| {
@@ -284,7 +297,10 @@ async fn deliver(
         warnings,
         claim,
         request_id.to_owned(),
-        permit,
+        InFlight {
+            _permit: permit,
+            _slot: slot,
+        },
     )
     .instrument(span.clone());
     let result = match tokio::spawn(task).await {
@@ -314,9 +330,7 @@ async fn send_and_record(
     warnings: Vec<MediaProblem>,
     claim: Option<Claim>,
     request_id: String,
-    // Held until the send is over, even if the caller has hung up: it counts towards
-    // RELAY_MAX_IN_FLIGHT, and shutdown waits for every permit to come back.
-    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
 ) -> (Result<SendResponse>, Option<u16>) {
     let span = Span::current();
     let claim = match claim {
@@ -402,6 +416,13 @@ async fn send_and_record(
         state.idempotency.finish(claim, answer).await;
     }
     (result.map_err(|(error, _)| error), qikchat_status)
+}
+
+/// What a send holds until it is over, even if the caller has hung up: its RELAY_MAX_IN_FLIGHT
+/// permit (shutdown waits for every permit to come back) and its caller's `max_in_flight` slot.
+struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    _slot: Option<policy::Slot>,
 }
 
 /// A send with a key is refused rather than sent without protection against duplicates.

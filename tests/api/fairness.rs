@@ -1,5 +1,6 @@
 //! One caller cannot take the relay from the others: its media links are checked only once its
-//! limits have passed and without a RELAY_MAX_IN_FLIGHT permit. A local listener that accepts and never answers stands in
+//! limits have passed and without a RELAY_MAX_IN_FLIGHT permit, and `max_in_flight` in the callers
+//! file bounds its own sends in flight. A local listener that accepts and never answers stands in
 //! for a hostile media host.
 
 use std::{
@@ -18,7 +19,8 @@ use wiremock::{
 };
 
 use crate::helpers::{
-    OTHER_TOKEN, RECIPIENT, TOKEN, TempDir, TestApp, problem, spawn_app_with, text_message,
+    OTHER_TOKEN, RECIPIENT, TOKEN, TempDir, TestApp, problem, qikchat_accepts_slowly,
+    spawn_app_with, text_message,
 };
 
 /// A media host that accepts every connection, counts it, and never answers (nor closes it).
@@ -160,4 +162,87 @@ async fn one_callers_hanging_links_neither_delay_nor_refuse_another_callers_send
         let answer = send.await.expect("the send task");
         problem(answer, 422, "media_unreachable").await;
     }
+}
+
+#[tokio::test]
+async fn a_caller_beyond_its_max_in_flight_is_overloaded_alone() {
+    let dir = TempDir::new();
+    let file = format!(
+        "[clients.billing]\ntoken = \"{TOKEN}\"\nmax_in_flight = 2\n\
+         [clients.alerts]\ntoken = \"{OTHER_TOKEN}\"\n"
+    );
+    let app = relay_with_file(&dir, &file, &[]).await;
+    qikchat_accepts_slowly(&app.qikchat, "slow", Duration::from_millis(800), 4).await;
+
+    let text = text_message();
+    let first = app.send(&text);
+    let second = app.send(&text);
+    let third_and_other = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let third = app.send(&text_message()).await;
+        let other = app.send_as(OTHER_TOKEN, &text_message()).await;
+        (third, other)
+    };
+    let (first, second, (third, other)) = tokio::join!(first, second, third_and_other);
+
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        other.status(),
+        200,
+        "another caller is not held to billing's limit"
+    );
+    assert_eq!(
+        third
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = problem(third, 503, "overloaded").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_in_flight"),
+        "{body}"
+    );
+    // Both slots came back with their answers.
+    assert_eq!(app.send(&text_message()).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_send_in_flight_across_a_reload_still_holds_and_then_gives_back_its_slot() {
+    let dir = TempDir::new();
+    let callers =
+        |rate: &str| format!("[clients.billing]\ntoken = \"{TOKEN}\"\nmax_in_flight = 1\n{rate}");
+    let app = relay_with_file(&dir, &callers(""), &[("RELAY_RELOAD_INTERVAL_MS", "50")]).await;
+    qikchat_accepts_slowly(&app.qikchat, "slow", Duration::from_millis(1000), 2).await;
+
+    let text = text_message();
+    let first = app.send(&text);
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        dir.write("clients.toml", &callers("rate_per_minute = 600\n"));
+        // The reload is polled every 50 ms; the new policy has a rate, which answers carry.
+        let mut refused = None;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let response = app.send(&text_message()).await;
+            if response.headers().contains_key("ratelimit-limit") {
+                refused = Some(response);
+                break;
+            }
+        }
+        refused.expect("the callers file was reloaded")
+    };
+    let (first, during) = tokio::join!(first, during);
+
+    assert_eq!(first.status(), 200);
+    problem(during, 503, "overloaded").await;
+    assert_eq!(
+        app.send(&text_message()).await.status(),
+        200,
+        "the slot of the send that spanned the reload came back"
+    );
 }
