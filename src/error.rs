@@ -62,6 +62,14 @@ pub enum ApiError {
     Draining,
     #[error("too many sends in flight; nothing was sent")]
     Overloaded,
+    /// The caller has its `max_in_flight` sends in flight: `overloaded` for it alone.
+    #[error(
+        "caller {caller} has {max} sends in flight, its most (rule: max_in_flight); nothing was sent"
+    )]
+    CallerOverloaded {
+        caller: std::sync::Arc<str>,
+        max: u32,
+    },
     #[error("Qikchat did not answer in time; the message may or may not have been sent")]
     UpstreamTimeout,
     #[error("a request with this Idempotency-Key is still being sent; retry later for its answer")]
@@ -144,9 +152,10 @@ impl ApiError {
             }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
-            Self::UpstreamUnavailable | Self::Draining | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::UpstreamUnavailable
+            | Self::Draining
+            | Self::Overloaded
+            | Self::CallerOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -173,7 +182,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamUnavailable | Self::Draining => "upstream_unavailable",
-            Self::Overloaded => "overloaded",
+            Self::Overloaded | Self::CallerOverloaded { .. } => "overloaded",
             Self::UpstreamTimeout | Self::OutcomeUnknown => "upstream_timeout",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
@@ -188,6 +197,7 @@ impl ApiError {
             Self::UpstreamUnavailable
             | Self::Draining
             | Self::Overloaded
+            | Self::CallerOverloaded { .. }
             | Self::StoreUnavailable
             | Self::LimitsUnavailable
             | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),

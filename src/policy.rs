@@ -9,9 +9,9 @@
 //! finishes with the key it started with.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -86,6 +86,8 @@ pub struct Rules {
     pub destinations: Option<Vec<String>>,
     pub rate: Option<Rate>,
     pub daily_quota: Option<u64>,
+    /// This caller's sends in flight at most (`max_in_flight`), counted by [`InFlight`].
+    pub max_in_flight: Option<u32>,
     /// Where this caller receives statuses of its messages and customers' messages.
     pub webhooks: Option<Subscriber>,
 }
@@ -267,6 +269,7 @@ impl Rules {
             destinations: None,
             rate: None,
             daily_quota: None,
+            max_in_flight: None,
             webhooks: None,
         }
     }
@@ -414,6 +417,7 @@ struct FileClient {
     rate_per_minute: Option<u32>,
     burst: Option<u32>,
     daily_quota: Option<u64>,
+    max_in_flight: Option<u32>,
     webhooks: Option<FileWebhooks>,
 }
 
@@ -665,6 +669,10 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
         if spec.daily_quota == Some(0) {
             return Err(problem(field("daily_quota"), "must be at least 1"));
         }
+        let max_in_flight = spec
+            .max_in_flight
+            .map(|n| positive_u32(&field("max_in_flight"), n))
+            .transpose()?;
         let webhooks = match spec.webhooks {
             None => None,
             Some(hooks) => Some(subscriber(hooks, &field, &mut fingerprint)?),
@@ -679,6 +687,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 destinations,
                 rate,
                 daily_quota: spec.daily_quota,
+                max_in_flight,
                 webhooks,
             },
         ));
@@ -780,6 +789,62 @@ pub struct Policy {
     pub callers: Vec<([u8; 32], Arc<Rules>)>,
     pub anonymous: Option<Arc<Rules>>,
     pub accounts: BTreeMap<String, Arc<Account>>,
+    /// Callers' sends in flight, handed from each policy to the next one a reload builds.
+    pub in_flight: Arc<InFlight>,
+}
+
+/// The sends in flight of each caller that has `max_in_flight`, by name. One count outlives every
+/// reload (each new [`Policy`] takes it over), so a send that started before a reload gives its
+/// slot back to the count the next policy checks, and a caller whose limit was lowered is held to
+/// it at once.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    counts: Mutex<HashMap<Arc<str>, u32>>,
+}
+
+impl InFlight {
+    /// One more send of `caller`, or `None` when it has `max` in flight already.
+    pub fn take(self: &Arc<Self>, caller: &Arc<str>, max: u32) -> Option<Slot> {
+        let mut counts = self.lock();
+        let count = counts.entry(caller.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            counts: self.clone(),
+            caller: caller.clone(),
+        })
+    }
+
+    /// The caller's sends in flight now.
+    pub fn of(&self, caller: &str) -> u32 {
+        self.lock().get(caller).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u32>> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One send in flight of a caller; dropping it gives the slot back (the entry goes with the last
+/// one, so callers removed by a reload leave nothing behind).
+#[derive(Debug)]
+pub struct Slot {
+    counts: Arc<InFlight>,
+    caller: Arc<str>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock();
+        if let Some(count) = counts.get_mut(&self.caller) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.caller);
+            }
+        }
+    }
 }
 
 impl Policy {
@@ -830,6 +895,7 @@ impl Policy {
                 .allow_anonymous
                 .then(|| Arc::new(Rules::unrestricted(crate::auth::ANONYMOUS))),
             accounts,
+            in_flight: previous.map(|p| p.in_flight.clone()).unwrap_or_default(),
         })
     }
 
@@ -973,7 +1039,31 @@ impl Live {
 
 #[cfg(test)]
 mod tests {
-    use super::InboundFilter;
+    use std::sync::Arc;
+
+    use super::{InFlight, InboundFilter};
+
+    #[test]
+    fn a_callers_slots_are_its_own_and_each_comes_back_when_its_send_is_over() {
+        let in_flight = Arc::new(InFlight::default());
+        let billing: Arc<str> = Arc::from("billing");
+        let alerts: Arc<str> = Arc::from("alerts");
+        let first = in_flight.take(&billing, 2).expect("one of two");
+        let second = in_flight.take(&billing, 2).expect("two of two");
+        assert!(in_flight.take(&billing, 2).is_none(), "a third is refused");
+        let other = in_flight
+            .take(&alerts, 1)
+            .expect("another caller has its own");
+        assert_eq!(in_flight.of("billing"), 2);
+        drop(first);
+        let third = in_flight.take(&billing, 2).expect("a slot came back");
+        drop((second, third, other));
+        assert_eq!(in_flight.of("billing"), 0);
+        assert!(
+            in_flight.counts.lock().expect("lock").is_empty(),
+            "no entry is left behind"
+        );
+    }
 
     #[test]
     fn a_keyword_is_the_first_word_without_case_or_surrounding_punctuation() {

@@ -151,6 +151,9 @@ pub struct Preflight {
     pub mode: Mode,
     http: reqwest::Client,
     allow_private: bool,
+    /// `RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS`: the whole check of a message, every redirect and the
+    /// fallback GET included, not each request.
+    timeout: Duration,
     cache_for: Duration,
     cache: Mutex<Cache>,
 }
@@ -180,19 +183,23 @@ impl Preflight {
             mode,
             http,
             allow_private,
+            timeout,
             cache_for,
             cache: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Checks every media link of the message; the problems found, if any.
+    /// Checks every media link of the message, all within the timeout; the problems found, if any.
     pub async fn check(&self, message: &Message) -> Vec<MediaProblem> {
         if self.mode == Mode::Off {
             return Vec::new();
         }
+        // One deadline for the whole check: a host that redirects slowly, or answers HEAD slowly
+        // and then the ranged GET slowly, gets no more time than one that never answers.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut problems = Vec::new();
         for (field, kind, link) in media_links(message) {
-            if let Err((code, detail)) = self.check_link(kind, link).await {
+            if let Err((code, detail)) = self.check_link(kind, link, deadline).await {
                 problems.push(MediaProblem {
                     field: field.to_owned(),
                     code,
@@ -203,7 +210,12 @@ impl Preflight {
         problems
     }
 
-    async fn check_link(&self, kind: MediaKind, link: &Url) -> Verdict {
+    async fn check_link(
+        &self,
+        kind: MediaKind,
+        link: &Url,
+        deadline: tokio::time::Instant,
+    ) -> Verdict {
         let type_name = kind.message_type().as_str();
         let cache_key = (link.as_str().to_owned(), type_name);
         if let Some((result, at)) = self.lock().get(&cache_key) {
@@ -214,7 +226,10 @@ impl Preflight {
             }
         }
         let started = Instant::now();
-        let result = self.fetch_head(kind, link).await;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let result = tokio::time::timeout(remaining, self.fetch_head(kind, link))
+            .await
+            .unwrap_or_else(|_| Err((MediaCode::MediaUnreachable, TIMED_OUT.to_owned())));
         let outcome = result
             .as_ref()
             .map_or_else(|(code, _)| code.as_str(), |()| "ok");
@@ -307,7 +322,7 @@ impl Preflight {
         };
         request.send().await.map_err(|e| {
             if e.is_timeout() {
-                "link did not answer in time".to_owned()
+                TIMED_OUT.to_owned()
             } else if let Some(refused) = find_refusal(&e) {
                 refused
             } else {
@@ -338,6 +353,8 @@ impl Preflight {
         Ok(())
     }
 }
+
+const TIMED_OUT: &str = "link did not answer in time";
 
 const REFUSED_PRIVATE: &str =
     "link points to a private or reserved address, which the relay does not fetch";

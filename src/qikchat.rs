@@ -29,6 +29,14 @@ const KEY_HEADER: &str = "QIKCHAT-API-KEY";
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 /// Qikchat's own message is passed on to callers, cut to this many characters.
 const MAX_DETAIL_CHARS: usize = 300;
+/// Said instead of Qikchat's text when that text carries the key in any form.
+pub const WITHHELD: &str = "Qikchat's text is withheld: it repeated the relay's key";
+/// Consecutive characters of the key that count as the key.
+const KEY_RUN: usize = 8;
+/// Fewest letters and digits of a run that count once case, whitespace and punctuation are
+/// dropped (a run of a key thick with punctuation folds to fewer; it is still compared as
+/// written, and the whole key always is).
+const MIN_FOLDED_RUN: usize = 6;
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -47,7 +55,7 @@ pub struct Qikchat {
     send_url: Option<Box<Url>>,
     /// The key as a ready, sensitive header value (printed as `Sensitive` by `Debug`).
     key: HeaderValue,
-    /// Kept to scrub the key from any Qikchat text passed on to callers.
+    /// Kept to withhold any Qikchat text that carries the key ([`Qikchat::passed_on`]).
     key_text: SecretString,
     timeout: Duration,
 }
@@ -434,8 +442,19 @@ impl Qikchat {
             .pointer("/message/payload")
             .or_else(|| json.get("payload"))
             .ok_or_else(|| unreadable("the answer carries no payload"))?;
-        MessageStatus::from_payload(id, payload)
-            .ok_or_else(|| unreadable("the answer carries no status"))
+        let status = MessageStatus::from_payload(id, payload)
+            .ok_or_else(|| unreadable("the answer carries no status"))?;
+        let text = |value: String| self.passed_on(&value);
+        let maybe = |value: Option<String>| value.map(text);
+        Ok(MessageStatus {
+            id: text(status.id),
+            status: text(status.status),
+            message_type: maybe(status.message_type),
+            sent_at: maybe(status.sent_at),
+            delivered_at: maybe(status.delivered_at),
+            read_at: maybe(status.read_at),
+            updated_at: maybe(status.updated_at),
+        })
     }
 
     /// The shared part of reading any answer: HTTP status, then `status: false`. Returns the JSON
@@ -491,13 +510,58 @@ impl Qikchat {
                 .find_map(|pointer| j.pointer(pointer).and_then(Value::as_str))
         });
         match said.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(text) => {
-                let text = text.replace(self.key_text.expose_secret(), "[redacted]");
-                text.chars().take(MAX_DETAIL_CHARS).collect()
-            }
+            Some(text) => self
+                .passed_on(text)
+                .chars()
+                .take(MAX_DETAIL_CHARS)
+                .collect(),
             None => format!("HTTP {status} without a message"),
         }
     }
+
+    /// Qikchat's `text` as it may go on to a caller or a log: the one way any of it does.
+    fn passed_on(&self, text: &str) -> String {
+        match withheld(self.key_text.expose_secret(), text) {
+            Some(sentence) => {
+                warn!("Qikchat's text withheld: it carried the relay's key");
+                sentence.to_owned()
+            }
+            None => text.to_owned(),
+        }
+    }
+}
+
+/// [`WITHHELD`] when `text` carries `key` in any form: the whole key, or any run of
+/// [`KEY_RUN`] consecutive characters of it, compared without case and without whitespace or
+/// punctuation (`QK_ABC…`, `q k _ a b c …`, `q.k.a.b.c…`), and as written without case or
+/// whitespace. `None` when the text may go on as it is.
+fn withheld(key: &str, text: &str) -> Option<&'static str> {
+    let folded_text = fold(text);
+    let squeezed_text: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect();
+    let folded_key = fold(key);
+    if folded_key.chars().count() >= MIN_FOLDED_RUN && folded_text.contains(&folded_key) {
+        return Some(WITHHELD);
+    }
+    let key: Vec<char> = key.chars().collect();
+    let carried = key.windows(KEY_RUN.min(key.len()).max(1)).any(|run| {
+        let run: String = run.iter().collect();
+        let folded = fold(&run);
+        squeezed_text.contains(&run.to_lowercase())
+            || (folded.chars().count() >= MIN_FOLDED_RUN && folded_text.contains(&folded))
+    });
+    carried.then_some(WITHHELD)
+}
+
+/// Text as it is compared with the key: its letters and digits, lowercase.
+fn fold(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// One answer from Qikchat, body read in full (bounded).
@@ -713,6 +777,52 @@ mod properties {
         ]
     }
 
+    #[test]
+    fn qikchat_text_that_quotes_the_key_in_a_changed_form_is_replaced_by_a_fixed_sentence() {
+        let spaced: Vec<String> = KEY.to_uppercase().chars().map(String::from).collect();
+        let dotted: Vec<String> = KEY.chars().map(String::from).collect();
+        for text in [
+            format!("invalid key {KEY}"),
+            format!("invalid key {}", KEY.to_uppercase()),
+            format!("invalid key {}", spaced.join(" ")),
+            format!("invalid key {}", dotted.join(".")),
+            format!("key starts with {}", &KEY[..KEY_RUN]),
+            format!("key ends with {}", &KEY[KEY.len() - KEY_RUN..]),
+        ] {
+            assert_eq!(qikchat().passed_on(&text), WITHHELD, "{text}");
+        }
+        assert_eq!(
+            qikchat().passed_on("Template not approved"),
+            "Template not approved"
+        );
+    }
+
+    #[test]
+    fn a_refusal_and_a_status_that_quote_the_key_reach_nobody() {
+        let refusal =
+            json!({"status": false, "message": format!("bad key {}", KEY.to_uppercase())});
+        let refused = qikchat()
+            .parse_send_answer(&answer(
+                400,
+                serde_json::to_vec(&refusal).unwrap_or_default(),
+            ))
+            .expect_err("refused");
+        assert!(
+            matches!(&refused, Error::Rejected { message, .. } if message == WITHHELD),
+            "{refused}"
+        );
+        let lookup = json!({"status": true, "message": {"payload": {"id": "abc", "message": {
+            "status": format!("failed for {}", &KEY[3..12]), "type": "text"}}}});
+        let found = qikchat()
+            .parse_status_answer(
+                "abc",
+                &answer(200, serde_json::to_vec(&lookup).unwrap_or_default()),
+            )
+            .expect("a status");
+        assert_eq!(found.status, WITHHELD);
+        assert_eq!(found.message_type.as_deref(), Some("text"));
+    }
+
     proptest! {
         #[test]
         fn any_send_answer_is_classified_without_panicking_or_leaking_the_key(status in 100u16..600, body in body()) {
@@ -723,6 +833,29 @@ mod properties {
                 }
                 Err(e) => prop_assert!(!e.to_string().contains(KEY), "{}", e),
             }
+        }
+
+        #[test]
+        fn any_run_of_eight_key_characters_in_any_case_spacing_or_punctuation_is_withheld(
+            start in 0..KEY.len() - KEY_RUN,
+            length in KEY_RUN..=KEY.len(),
+            upper in any::<bool>(),
+            between in prop::sample::select(vec!["", " ", ".", "-", " _ ", "\n", "*"]),
+            before in "[A-Za-z ,.:]{0,40}",
+            after in "[A-Za-z ,.:]{0,40}",
+        ) {
+            let run = &KEY[start..(start + length).min(KEY.len())];
+            let run = if upper { run.to_uppercase() } else { run.to_owned() };
+            let changed: Vec<String> = run.chars().map(String::from).collect();
+            let text = format!("{before}{}{after}", changed.join(between));
+            prop_assert_eq!(withheld(KEY, &text), Some(WITHHELD), "{}", text);
+        }
+
+        #[test]
+        fn text_without_the_key_goes_on_as_it_is(text in "[A-Za-z ,.:()]{0,200}") {
+            // Seven characters of the key are too few to count; nothing else in it matches.
+            let text = format!("{text} {}", &KEY[..7]);
+            prop_assert_eq!(withheld(KEY, &text), None, "{}", text);
         }
 
         #[test]

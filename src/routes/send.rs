@@ -27,8 +27,7 @@ use crate::{
     error::{ApiError, FieldError, Result},
     idempotency::{self, Answer, Begin, Claim, Key},
     message::Message,
-    policy::Account,
-    policy::limits,
+    policy::{self, Account, limits},
     preflight::{self, MediaProblem},
     qikchat,
     routes::JsonBody,
@@ -117,6 +116,7 @@ pub async fn send(
     span.record("outcome", outcome);
     let shed = match &result {
         Err(ApiError::Overloaded) => Some("overloaded"),
+        Err(ApiError::CallerOverloaded { .. }) => Some("caller_in_flight"),
         Err(ApiError::Draining) => Some("draining"),
         Err(ApiError::RateLimited { rule, .. }) => Some(rule.unwrap_or("rate_limited")),
         _ => None,
@@ -167,6 +167,18 @@ async fn deliver(
     // What the caller may not send is refused before anything else happens.
     caller.rules.permit(&message)?;
     let account = caller.account()?;
+    // From here to its answer the send counts towards the caller's own limit, link check
+    // included, so one caller's hanging links fill only its own slots.
+    let slot = match caller.rules.max_in_flight {
+        None => None,
+        Some(max) => {
+            let taken = caller.policy.in_flight.take(&caller.name, max);
+            Some(taken.ok_or_else(|| ApiError::CallerOverloaded {
+                caller: caller.name.clone(),
+                max,
+            })?)
+        }
+    };
     let key = match headers.get(idempotency::HEADER) {
         None => None,
         Some(value) => Some(Key::parse(value).ok_or_else(|| {
@@ -178,14 +190,14 @@ async fn deliver(
     };
     attempt.idempotency_key_sha256 = key.as_ref().map(Key::sha256);
 
+    // A send that would be shed claims, counts and fetches nothing. The permit itself is taken
+    // only after the link check, so that slow links never hold RELAY_MAX_IN_FLIGHT from others.
     if state.is_draining() {
         return Err(ApiError::Draining);
     }
-    let permit = state
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded)?;
+    if state.in_flight.available_permits() == 0 {
+        return Err(ApiError::Overloaded);
+    }
 
     // The key is claimed before anything is sent: a duplicate waits for nothing and sends nothing.
     let claim = match key {
@@ -225,17 +237,6 @@ async fn deliver(
         }
     };
 
-    // After the claim, so that a replay gives its answer again without fetching anything, and
-    // within the in-flight limit, since it calls out. A link that fails in enforce mode sends
-    // nothing and frees the key for a retry.
-    let warnings = state.preflight.check(&message).await;
-    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
-        if let Some(claim) = claim {
-            state.idempotency.finish(claim, None).await;
-        }
-        return Err(ApiError::Media(warnings));
-    }
-
     // After the claim, so a replay is never limited; a refusal frees the key for a retry.
     match limits::check(state, &caller.rules, &account.spec, &message.to).await {
         Ok(headers) => attempt.rate_limit = headers,
@@ -247,6 +248,42 @@ async fn deliver(
             return Err(e);
         }
     }
+
+    // After the claim, so that a replay gives its answer again without fetching anything, and
+    // after the limits, so that a caller at its limit makes the relay fetch nothing. A link that
+    // fails in enforce mode sends nothing and frees the key for a retry, but keeps the rate and
+    // quota it used: the relay did fetch for it, and the caller's rate is what bounds how many
+    // fetches it can cause (given back, a caller could have bad or hanging links checked without
+    // end).
+    let warnings = state.preflight.check(&message).await;
+    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
+        if let Some(claim) = claim {
+            state.idempotency.finish(claim, None).await;
+        }
+        return Err(ApiError::Media(warnings));
+    }
+
+    // The relay may have begun draining or filled up during the check: then nothing is sent,
+    // and the key is free for a retry. A drain waits for the permits of sends that have started,
+    // not for link checks, so none starts once it has begun.
+    let permit = if state.is_draining() {
+        Err(ApiError::Draining)
+    } else {
+        state
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)
+    };
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(e) => {
+            if let Some(claim) = claim {
+                state.idempotency.finish(claim, None).await;
+            }
+            return Err(e);
+        }
+    };
 
     // The send runs in its own task: a caller that hangs up must not cut it off half-way, nor
     // leave its key without an answer.
@@ -260,7 +297,10 @@ async fn deliver(
         warnings,
         claim,
         request_id.to_owned(),
-        permit,
+        InFlight {
+            _permit: permit,
+            _slot: slot,
+        },
     )
     .instrument(span.clone());
     let result = match tokio::spawn(task).await {
@@ -290,9 +330,7 @@ async fn send_and_record(
     warnings: Vec<MediaProblem>,
     claim: Option<Claim>,
     request_id: String,
-    // Held until the send is over, even if the caller has hung up: it counts towards
-    // RELAY_MAX_IN_FLIGHT, and shutdown waits for every permit to come back.
-    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlight,
 ) -> (Result<SendResponse>, Option<u16>) {
     let span = Span::current();
     let claim = match claim {
@@ -378,6 +416,13 @@ async fn send_and_record(
         state.idempotency.finish(claim, answer).await;
     }
     (result.map_err(|(error, _)| error), qikchat_status)
+}
+
+/// What a send holds until it is over, even if the caller has hung up: its RELAY_MAX_IN_FLIGHT
+/// permit (shutdown waits for every permit to come back) and its caller's `max_in_flight` slot.
+struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    _slot: Option<policy::Slot>,
 }
 
 /// A send with a key is refused rather than sent without protection against duplicates.

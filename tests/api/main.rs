@@ -4,6 +4,7 @@
 mod auth;
 mod dashboards;
 mod errors;
+mod fairness;
 mod helpers;
 mod idempotency;
 mod limiter;

@@ -564,6 +564,8 @@ fn a_callers_file_with_a_bad_entry_is_refused_at_start_naming_the_entry_and_neve
         ("destinations = [\"91\"]", "clients.billing.destinations[0]"),
         ("burst = 5", "clients.billing.rate_per_minute"),
         ("daily_quota = 0", "clients.billing.daily_quota"),
+        ("max_in_flight = 0", "clients.billing.max_in_flight"),
+        ("max_in_flight = -2", "line 3"),
         ("rate = 5", "line 3"),
         (
             "webhooks = { statuses = \"http://billing/\" }",

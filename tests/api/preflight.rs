@@ -460,3 +460,53 @@ async fn a_link_refused_in_enforce_mode_leaves_its_idempotency_key_free_for_the_
     let body: Value = retried.json().await.expect("json");
     assert_eq!(body["id"], "after-the-fix");
 }
+
+#[tokio::test]
+async fn a_chain_of_slow_redirects_is_judged_within_one_timeout_for_the_whole_check() {
+    let app = spawn_app_with(&[
+        ("RELAY_MEDIA_PREFLIGHT", "enforce"),
+        ("RELAY_MEDIA_PREFLIGHT_ALLOW_PRIVATE", "true"),
+        ("RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS", "2000"),
+    ])
+    .await;
+    app.qikchat_expects_no_call().await;
+    let media = MockServer::start().await;
+    // Six hops of a second each: every one within the timeout, all of them far beyond it.
+    for hop in 0..5 {
+        Mock::given(method("HEAD"))
+            .and(path(format!("/hop{hop}")))
+            .respond_with(
+                ResponseTemplate::new(302)
+                    .insert_header("location", format!("/hop{}", hop + 1))
+                    .set_delay(Duration::from_secs(1)),
+            )
+            .mount(&media)
+            .await;
+    }
+    Mock::given(method("HEAD"))
+        .and(path("/hop5"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .set_delay(Duration::from_secs(1)),
+        )
+        .mount(&media)
+        .await;
+
+    let started = std::time::Instant::now();
+    let body = problem(
+        app.send(&media_message("image", &format!("{}/hop0", media.uri())))
+            .await,
+        422,
+        "media_unreachable",
+    )
+    .await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(body["detail"], "link did not answer in time");
+    assert_eq!(body["errors"][0]["field"], "link");
+}

@@ -391,3 +391,79 @@ async fn a_send_whose_caller_hung_up_still_finishes_before_the_process_exits() {
         "exited after {waited:?}, before the send was over"
     );
 }
+
+#[tokio::test]
+async fn qikchat_text_with_the_key_in_a_changed_form_reaches_neither_the_caller_nor_the_logs() {
+    let characters: Vec<String> = KEY.chars().map(String::from).collect();
+    let forms = [
+        ("upper", KEY.to_uppercase()),
+        ("spaced", characters.join(" ").to_uppercase()),
+        ("dotted", characters.join(".")),
+        ("cut", KEY[..8].to_owned()),
+    ];
+    let qikchat = MockServer::start().await;
+    for (name, form) in &forms {
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .and(wiremock::matchers::body_partial_json(
+                json!({"text": {"body": name}}),
+            ))
+            .respond_with(ResponseTemplate::new(400).set_body_json(
+                json!({"status": false, "message": format!("Invalid API key {form} for this account")}),
+            ))
+            .expect(1)
+            .mount(&qikchat)
+            .await;
+    }
+    let mut relay = start(&settings(&qikchat, &[("RUST_LOG", "trace")])).await;
+    let http = reqwest::Client::new();
+
+    let mut bodies = Vec::new();
+    for (name, _) in &forms {
+        let response = http
+            .post(format!("{}/send", relay.url))
+            .bearer_auth(TOKEN)
+            .json(&json!({"to": RECIPIENT, "type": "text", "text": name}))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 422, "{name}");
+        let body: Value = response.json().await.expect("a problem");
+        assert_eq!(body["code"], "rejected_by_qikchat", "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(qikchat_relay::qikchat::WITHHELD),
+            "{name}: {body}"
+        );
+        bodies.push(body.to_string());
+    }
+    relay.terminate();
+    assert_eq!(relay.exit_code(Duration::from_secs(10)).await, 0);
+
+    let output = relay.output();
+    assert!(
+        output
+            .iter()
+            .any(|line| line.contains("Qikchat's text withheld")),
+        "the operator is told: {output:?}"
+    );
+    // Every form starts with the key's first 8 characters: none may be there in any shape.
+    let fold = |text: &str| -> String {
+        text.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let first_eight = fold(&KEY[..8]);
+    for text in output.iter().chain(&bodies) {
+        for (name, form) in &forms {
+            assert!(!text.contains(form.as_str()), "{name} appears in: {text}");
+        }
+        assert!(
+            !fold(text).contains(&first_eight),
+            "the key appears in: {text}"
+        );
+    }
+}
