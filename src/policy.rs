@@ -86,6 +86,9 @@ pub struct Rules {
     pub destinations: Option<Vec<String>>,
     pub rate: Option<Rate>,
     pub daily_quota: Option<u64>,
+    /// `GET /messages/{id}` answers for every message of the caller's account, not only its own
+    /// (`read_any_status`, for a support tool).
+    pub read_any_status: bool,
     /// Where this caller receives statuses of its messages and customers' messages.
     pub webhooks: Option<Subscriber>,
 }
@@ -267,6 +270,7 @@ impl Rules {
             destinations: None,
             rate: None,
             daily_quota: None,
+            read_any_status: false,
             webhooks: None,
         }
     }
@@ -414,6 +418,7 @@ struct FileClient {
     rate_per_minute: Option<u32>,
     burst: Option<u32>,
     daily_quota: Option<u64>,
+    read_any_status: Option<bool>,
     webhooks: Option<FileWebhooks>,
 }
 
@@ -679,6 +684,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 destinations,
                 rate,
                 daily_quota: spec.daily_quota,
+                read_any_status: spec.read_any_status.unwrap_or(false),
                 webhooks,
             },
         ));

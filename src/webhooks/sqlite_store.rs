@@ -1,6 +1,13 @@
 //! The webhook store on local disk: one SQLite database in `RELAY_DATA_DIR`, in WAL mode with
 //! `synchronous=FULL`, so an event acknowledged to Qikchat survives a crash of the process or of
 //! the machine. Every operation is one transaction, run on the blocking pool.
+//!
+//! Message owners, written on every send, go through a connection of their own with
+//! `synchronous=NORMAL`: a commit is not fsynced, so it survives the process being killed
+//! (SIGKILL, a panic, an OOM kill: the WAL is in the OS's page cache) but not a power cut or a
+//! kernel crash, which may lose the owners of the last sends. Those messages' status reads then
+//! answer 404 and their statuses reach nobody; an fsync per send would cost every send a disk
+//! flush.
 
 use std::{
     path::Path,
@@ -74,6 +81,8 @@ CREATE INDEX IF NOT EXISTS statuses_expiry ON statuses (updated_at);
 
 pub struct SqliteStore {
     db: Mutex<Connection>,
+    /// The same database with `synchronous=NORMAL`, for [`SqliteStore::remember_owner`].
+    owners: Mutex<Connection>,
 }
 
 impl SqliteStore {
@@ -86,7 +95,17 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         db.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         db.execute_batch(SCHEMA).map_err(sql)?;
-        Ok(Arc::new(Self { db: Mutex::new(db) }))
+        let owners = Connection::open(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        owners.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        // WAL (set by SCHEMA, kept in the file) with NORMAL: see the module's documentation.
+        owners
+            .execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(sql)?;
+        Ok(Arc::new(Self {
+            db: Mutex::new(db),
+            owners: Mutex::new(owners),
+        }))
     }
 
     /// Runs `work` in one transaction on the blocking pool.
@@ -95,9 +114,20 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.run_on(false, work).await
+    }
+
+    /// Runs `work` in one transaction on the blocking pool, on the owners' connection when
+    /// `owners` (no fsync per commit) or else the durable one.
+    async fn run_on<T, F>(self: &Arc<Self>, owners: bool, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
+    {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut db = store.db.lock().unwrap_or_else(PoisonError::into_inner);
+            let connection = if owners { &store.owners } else { &store.db };
+            let mut db = connection.lock().unwrap_or_else(PoisonError::into_inner);
             let tx = db.transaction().map_err(sql)?;
             let result = work(&tx, now_ms()).map_err(sql)?;
             tx.commit().map_err(sql)?;
@@ -344,7 +374,7 @@ impl SqliteStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let (message_id, owner, customer) = (message_id.to_owned(), owner.clone(), to.pseudonym());
-        self.run(move |tx, now| {
+        self.run_on(true, move |tx, now| {
             let expires_at = now + millis(ttl);
             tx.execute("DELETE FROM owners WHERE expires_at <= ?1", params![now])?;
             tx.execute(

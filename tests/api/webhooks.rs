@@ -212,8 +212,7 @@ async fn a_status_reaches_the_caller_that_sent_the_message_signed_and_with_every
         .filter(|r| r.method.as_str() == "GET")
         .count();
     assert_eq!(lookups, 0);
-    // Another caller does not read billing's stored statuses: its lookup goes to Qikchat
-    // (which, here, does not know the id).
+    // Another caller does not read billing's message at all, nor is Qikchat asked for it.
     let other = app.get_as(OTHER_TOKEN, "/messages/m-1").await;
     problem(other, 404, "not_found").await;
 }
