@@ -27,6 +27,9 @@ use crate::message::Recipient;
 /// latest status kept after its last status event (as in Redis).
 const KEPT_FOR_MS: i64 = 7 * 86_400_000;
 
+/// An event's payload is kept once, in `events.json`: a message's latest status points at its
+/// event (`latest_statuses.event_seq`) rather than copying the payload. (`statuses`, which did,
+/// is dropped: those messages' status reads ask Qikchat until their next status event.)
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
@@ -69,14 +72,16 @@ CREATE TABLE IF NOT EXISTS last_senders (
     PRIMARY KEY (account, customer)
 );
 CREATE INDEX IF NOT EXISTS last_senders_expiry ON last_senders (expires_at);
-CREATE TABLE IF NOT EXISTS statuses (
+DROP TABLE IF EXISTS statuses;
+CREATE TABLE IF NOT EXISTS latest_statuses (
     message_id TEXT PRIMARY KEY,
     rank INTEGER NOT NULL,
     status TEXT NOT NULL,
-    payload TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS statuses_expiry ON statuses (updated_at);
+CREATE INDEX IF NOT EXISTS latest_statuses_expiry ON latest_statuses (updated_at);
+CREATE INDEX IF NOT EXISTS latest_statuses_event ON latest_statuses (event_seq);
 ";
 
 pub struct SqliteStore {
@@ -143,11 +148,13 @@ impl SqliteStore {
         self.run(move |tx, now| {
             let forgotten = now.saturating_sub(KEPT_FOR_MS);
             tx.execute(
-                "DELETE FROM events WHERE routed = 1 AND received_at < ?1",
+                "DELETE FROM latest_statuses WHERE updated_at < ?1",
                 params![forgotten],
             )?;
+            // An old event that is still a message's latest status is kept with it.
             tx.execute(
-                "DELETE FROM statuses WHERE updated_at < ?1",
+                "DELETE FROM events WHERE routed = 1 AND received_at < ?1
+                 AND NOT EXISTS (SELECT 1 FROM latest_statuses s WHERE s.event_seq = events.seq)",
                 params![forgotten],
             )?;
             let inserted = tx.execute(
@@ -157,25 +164,20 @@ impl SqliteStore {
             if inserted == 0 {
                 return Ok(Ingested::Duplicate);
             }
+            let seq = tx.last_insert_rowid();
             if let (Kind::Status, Some(status)) = (event.kind, &event.status) {
                 tx.execute(
-                    "INSERT INTO statuses (message_id, rank, status, payload, updated_at)
+                    "INSERT INTO latest_statuses (message_id, rank, status, event_seq, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (message_id) DO UPDATE SET
                          rank = excluded.rank, status = excluded.status,
-                         payload = excluded.payload, updated_at = excluded.updated_at
-                     WHERE excluded.rank >= statuses.rank",
-                    params![
-                        event.message_id,
-                        status_rank(status),
-                        status,
-                        event.payload.to_string(),
-                        now
-                    ],
+                         event_seq = excluded.event_seq, updated_at = excluded.updated_at
+                     WHERE excluded.rank >= latest_statuses.rank",
+                    params![event.message_id, status_rank(status), status, seq, now],
                 )?;
                 // A status that does not replace the latest one still keeps it.
                 tx.execute(
-                    "UPDATE statuses SET updated_at = ?2 WHERE message_id = ?1",
+                    "UPDATE latest_statuses SET updated_at = ?2 WHERE message_id = ?1",
                     params![event.message_id, now],
                 )?;
             }
@@ -439,7 +441,9 @@ impl SqliteStore {
         let message_id = message_id.to_owned();
         self.run(move |tx, _| {
             tx.query_row(
-                "SELECT status, payload FROM statuses WHERE message_id = ?1",
+                "SELECT s.status, e.json -> '$.payload'
+                 FROM latest_statuses s JOIN events e ON e.seq = s.event_seq
+                 WHERE s.message_id = ?1",
                 params![message_id],
                 |row| {
                     Ok(LatestStatus {
