@@ -56,8 +56,6 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// How long the relay remembers who sent a message: for its status reads and its statuses.
     pub owner_ttl: Duration,
-    /// `RELAY_WEBHOOK_STORE_MAX_MB` in bytes: the webhook events' payloads at most.
-    pub max_bytes: u64,
 }
 
 /// How Qikchat's webhooks are received and passed on.
@@ -186,12 +184,6 @@ struct Env {
     relay_admin_token: Option<String>,
     #[serde(default = "default_message_owner_ttl_s")]
     relay_message_owner_ttl_s: u64,
-    #[serde(default = "default_webhook_store_max_mb")]
-    relay_webhook_store_max_mb: u64,
-}
-
-fn default_webhook_store_max_mb() -> u64 {
-    1024
 }
 
 fn default_webhook_retry_base_ms() -> u64 {
@@ -210,18 +202,12 @@ fn default_message_owner_ttl_s() -> u64 {
 /// The store's settings, needed with webhooks on or off (message owners are always recorded).
 fn store(env: &Env) -> Result<StoreSettings, ConfigError> {
     positive("RELAY_MESSAGE_OWNER_TTL_S", env.relay_message_owner_ttl_s)?;
-    positive("RELAY_WEBHOOK_STORE_MAX_MB", env.relay_webhook_store_max_mb)?;
-    let max_bytes = env
-        .relay_webhook_store_max_mb
-        .checked_mul(1024 * 1024)
-        .ok_or_else(|| ConfigError::new("RELAY_WEBHOOK_STORE_MAX_MB", "is too large"))?;
     Ok(StoreSettings {
         data_dir: env
             .relay_data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("./data")),
         owner_ttl: Duration::from_secs(env.relay_message_owner_ttl_s),
-        max_bytes,
     })
 }
 

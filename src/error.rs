@@ -77,10 +77,6 @@ pub enum ApiError {
     /// The store of who sent each message cannot be read: whose message an id is is unknown.
     #[error("the relay's message store is unreachable")]
     OwnersUnavailable,
-    /// Undelivered webhook events alone fill `RELAY_WEBHOOK_STORE_MAX_MB`: the event was not
-    /// stored, and Qikchat retries (another replica, or this one once deliveries catch up).
-    #[error("the webhook store is full of undelivered events; the event was not stored")]
-    WebhookStoreFull,
     #[error("internal error")]
     Internal,
 }
@@ -154,10 +150,9 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::StoreUnavailable
-            | Self::LimitsUnavailable
-            | Self::OwnersUnavailable
-            | Self::WebhookStoreFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::LimitsUnavailable | Self::OwnersUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,7 +181,6 @@ impl ApiError {
             Self::StoreUnavailable | Self::LimitsUnavailable | Self::OwnersUnavailable => {
                 "upstream_unavailable"
             }
-            Self::WebhookStoreFull => "webhook_store_full",
             Self::Internal => "internal_error",
         }
     }
@@ -200,7 +194,6 @@ impl ApiError {
             | Self::StoreUnavailable
             | Self::LimitsUnavailable
             | Self::OwnersUnavailable
-            | Self::WebhookStoreFull
             | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),
             _ => None,
         }
