@@ -88,6 +88,9 @@ pub struct SqliteStore {
     db: Mutex<Connection>,
     /// The same database with `synchronous=NORMAL`, for [`SqliteStore::remember_owner`].
     owners: Mutex<Connection>,
+    /// Why the last write failed (disk full, read-only, I/O error), until a write succeeds:
+    /// readiness reports it without writing on every probe.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl SqliteStore {
@@ -110,6 +113,7 @@ impl SqliteStore {
         Ok(Arc::new(Self {
             db: Mutex::new(db),
             owners: Mutex::new(owners),
+            write_failure: Mutex::new(None),
         }))
     }
 
@@ -133,13 +137,67 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || {
             let connection = if owners { &store.owners } else { &store.db };
             let mut db = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = db.transaction().map_err(sql)?;
-            let result = work(&tx, now_ms()).map_err(sql)?;
-            tx.commit().map_err(sql)?;
-            Ok(result)
+            let done = db.transaction().and_then(|tx| {
+                let result = work(&tx, now_ms())?;
+                tx.commit()?;
+                Ok(result)
+            });
+            if let Err(e) = &done {
+                store.note_failure(e);
+            }
+            done.map_err(sql)
         })
         .await
         .map_err(|e| StoreError(format!("the store's task failed: {e}")))?
+    }
+
+    /// Remembers a failure that means the database cannot be written.
+    fn note_failure(&self, e: &rusqlite::Error) {
+        use rusqlite::ErrorCode::{CannotOpen, DiskFull, ReadOnly, SystemIoFailure};
+        if let rusqlite::Error::SqliteFailure(failure, _) = e {
+            if matches!(
+                failure.code,
+                DiskFull | ReadOnly | SystemIoFailure | CannotOpen
+            ) {
+                *self
+                    .write_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            }
+        }
+    }
+
+    fn wrote(&self) {
+        *self
+            .write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Why the store cannot be written now, if it cannot. Nothing is written unless the last
+    /// write failed; then one small write tells whether it can again (space came back).
+    pub async fn unwritable(self: &Arc<Self>) -> Option<String> {
+        let failed = self
+            .write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        failed.as_ref()?;
+        let probe = self
+            .run(|tx, now| {
+                tx.execute_batch("CREATE TABLE IF NOT EXISTS probe (at INTEGER NOT NULL)")?;
+                tx.execute("INSERT INTO probe (at) VALUES (?1)", params![now])?;
+                tx.execute("DELETE FROM probe", [])?;
+                Ok(())
+            })
+            .await;
+        match probe {
+            Ok(()) => {
+                self.wrote();
+                None
+            }
+            Err(e) => Some(e.0),
+        }
     }
 
     pub async fn ingest(self: &Arc<Self>, event: &Event) -> Result<Ingested, StoreError> {
@@ -184,6 +242,7 @@ impl SqliteStore {
             Ok(Ingested::Stored)
         })
         .await
+        .inspect(|_| self.wrote())
     }
 
     pub async fn unrouted(
