@@ -77,6 +77,11 @@ pub struct AppState {
     pub preflight: Arc<Preflight>,
     /// Qikchat's webhooks and their fan-out, when `RELAY_WEBHOOK_SECRET` is set.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// Who sent each message the relay answered with an id (always), and the webhook events
+    /// (with webhooks on): in `RELAY_DATA_DIR`, or in Redis.
+    pub store: WebhookStore,
+    /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
+    pub owner_ttl: Duration,
 }
 
 impl AppState {
@@ -87,28 +92,24 @@ impl AppState {
             Live::start(config.policy.clone(), config.upstream_timeout())
                 .map_err(std::io::Error::other)?,
         );
+        // Always there: who sent each message is recorded whether or not webhooks are on.
+        let message_store = match &config.redis_url {
+            Some(url) => WebhookStore::Redis(
+                RedisStore::new(url.expose_secret(), REDIS_TIMEOUT, consumer_name()).map_err(
+                    |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client"),
+                )?,
+            ),
+            None => WebhookStore::Sqlite(
+                SqliteStore::open(&config.store.data_dir)
+                    .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
+            ),
+        };
         let webhooks = match &config.webhooks {
             None => None,
-            Some(settings) => {
-                let store = match &config.redis_url {
-                    Some(url) => WebhookStore::Redis(
-                        RedisStore::new(url.expose_secret(), REDIS_TIMEOUT, consumer_name())
-                            .map_err(|_| {
-                                std::io::Error::other(
-                                    "RELAY_REDIS_URL: cannot create a Redis client",
-                                )
-                            })?,
-                    ),
-                    None => WebhookStore::Sqlite(
-                        SqliteStore::open(&settings.data_dir)
-                            .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
-                    ),
-                };
-                Some(
-                    Webhooks::new(settings.clone(), store, policy.clone())
-                        .map_err(std::io::Error::other)?,
-                )
-            }
+            Some(settings) => Some(
+                Webhooks::new(settings.clone(), message_store.clone(), policy.clone())
+                    .map_err(std::io::Error::other)?,
+            ),
         };
         let no_client = |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client");
         let (store, limiter) = match &config.redis_url {
@@ -136,6 +137,8 @@ impl AppState {
                 config.idempotency_ttl(),
             )),
             webhooks,
+            store: message_store,
+            owner_ttl: config.store.owner_ttl,
             policy,
             limiter: Arc::new(limiter),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),

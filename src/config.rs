@@ -47,6 +47,17 @@ pub struct Config {
     pub traces: Traces,
     /// Receiving Qikchat's webhooks: on when `RELAY_WEBHOOK_SECRET` is set.
     pub webhooks: Option<WebhookSettings>,
+    /// The durable store of message owners and webhook events: always there.
+    pub store: StoreSettings,
+}
+
+/// The durable store: who sent each message (always), and webhook events (when webhooks are on).
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The embedded store's directory, when there is no Redis.
+    pub data_dir: PathBuf,
+    /// How long the relay remembers who sent a message: for its status reads and its statuses.
+    pub owner_ttl: Duration,
 }
 
 /// Bounds on client connections, so that no client, with or without a token, can hold the
@@ -83,14 +94,10 @@ pub struct WebhookSettings {
     pub path_secret: SecretString,
     /// Basic Auth Qikchat must send, when set: user and password.
     pub basic_auth: Option<(String, SecretString)>,
-    /// The embedded store's directory, when there is no Redis.
-    pub data_dir: PathBuf,
     pub retry_base: Duration,
     pub max_attempts: u32,
     /// SHA-256 of `RELAY_ADMIN_TOKEN`, for the dead-letter endpoints.
     pub admin_token_sha256: Option<[u8; 32]>,
-    /// How long the relay remembers who sent a message, to route its statuses.
-    pub owner_ttl: Duration,
     /// How long one delivery to a subscriber may take.
     pub delivery_timeout: Duration,
 }
@@ -229,6 +236,18 @@ fn default_message_owner_ttl_s() -> u64 {
     7 * 86_400
 }
 
+/// The store's settings, needed with webhooks on or off (message owners are always recorded).
+fn store(env: &Env) -> Result<StoreSettings, ConfigError> {
+    positive("RELAY_MESSAGE_OWNER_TTL_S", env.relay_message_owner_ttl_s)?;
+    Ok(StoreSettings {
+        data_dir: env
+            .relay_data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        owner_ttl: Duration::from_secs(env.relay_message_owner_ttl_s),
+    })
+}
+
 /// The webhook settings, when `RELAY_WEBHOOK_SECRET` turns the endpoint on.
 fn webhooks(env: &Env) -> Result<Option<WebhookSettings>, ConfigError> {
     let Some(secret) = env
@@ -281,18 +300,12 @@ fn webhooks(env: &Env) -> Result<Option<WebhookSettings>, ConfigError> {
         u64::from(env.relay_webhook_max_attempts),
     )?;
     positive("RELAY_WEBHOOK_TIMEOUT_MS", env.relay_webhook_timeout_ms)?;
-    positive("RELAY_MESSAGE_OWNER_TTL_S", env.relay_message_owner_ttl_s)?;
     Ok(Some(WebhookSettings {
         path_secret: SecretString::from(secret),
         basic_auth,
-        data_dir: env
-            .relay_data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("./data")),
         retry_base: Duration::from_millis(env.relay_webhook_retry_base_ms),
         max_attempts: env.relay_webhook_max_attempts,
         admin_token_sha256,
-        owner_ttl: Duration::from_secs(env.relay_message_owner_ttl_s),
         delivery_timeout: Duration::from_millis(env.relay_webhook_timeout_ms),
     }))
 }
@@ -447,6 +460,7 @@ impl Config {
 
         let traces = traces(&env)?;
         let webhooks = webhooks(&env)?;
+        let store = store(&env)?;
         let default_key = match (env.qikchat_api_key, env.qikchat_api_key_file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -571,6 +585,7 @@ impl Config {
             idempotency_max_keys: env.relay_idempotency_max_keys,
             traces,
             webhooks,
+            store,
         })
     }
 
@@ -793,10 +808,8 @@ mod tests {
             .expect("valid")
             .webhooks
             .expect("on");
-        assert_eq!(on.data_dir, PathBuf::from("./data"));
         assert_eq!(on.retry_base, Duration::from_secs(1));
         assert_eq!(on.max_attempts, 10);
-        assert_eq!(on.owner_ttl, Duration::from_secs(7 * 86_400));
         assert!(on.basic_auth.is_none() && on.admin_token_sha256.is_none());
         for (pairs, variable) in [
             (

@@ -84,6 +84,9 @@ pub enum ApiError {
     StoreUnavailable,
     #[error("the rate limit store is unreachable; nothing was sent")]
     LimitsUnavailable,
+    /// The store of who sent each message cannot be read: whose message an id is is unknown.
+    #[error("the relay's message store is unreachable")]
+    OwnersUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -159,7 +162,9 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::StoreUnavailable | Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::LimitsUnavailable | Self::OwnersUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,7 +191,9 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => "upstream_timeout",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::StoreUnavailable | Self::LimitsUnavailable => "upstream_unavailable",
+            Self::StoreUnavailable | Self::LimitsUnavailable | Self::OwnersUnavailable => {
+                "upstream_unavailable"
+            }
             Self::Internal => "internal_error",
         }
     }
@@ -200,6 +207,7 @@ impl ApiError {
             | Self::CallerOverloaded { .. }
             | Self::StoreUnavailable
             | Self::LimitsUnavailable
+            | Self::OwnersUnavailable
             | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),
             _ => None,
         }

@@ -88,6 +88,9 @@ pub struct Rules {
     pub daily_quota: Option<u64>,
     /// This caller's sends in flight at most (`max_in_flight`), counted by [`InFlight`].
     pub max_in_flight: Option<u32>,
+    /// `GET /messages/{id}` answers for every message of the caller's account, not only its own
+    /// (`read_any_status`, for a support tool).
+    pub read_any_status: bool,
     /// Where this caller receives statuses of its messages and customers' messages.
     pub webhooks: Option<Subscriber>,
 }
@@ -270,6 +273,7 @@ impl Rules {
             rate: None,
             daily_quota: None,
             max_in_flight: None,
+            read_any_status: false,
             webhooks: None,
         }
     }
@@ -418,6 +422,7 @@ struct FileClient {
     burst: Option<u32>,
     daily_quota: Option<u64>,
     max_in_flight: Option<u32>,
+    read_any_status: Option<bool>,
     webhooks: Option<FileWebhooks>,
 }
 
@@ -688,6 +693,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 rate,
                 daily_quota: spec.daily_quota,
                 max_in_flight,
+                read_any_status: spec.read_any_status.unwrap_or(false),
                 webhooks,
             },
         ));

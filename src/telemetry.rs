@@ -160,6 +160,7 @@ pub fn metrics() -> PrometheusHandle {
             // `rate_limited` is Qikchat's 429; the relay's own limits count under their rule.
             for reason in [
                 "overloaded",
+                "caller_in_flight",
                 "draining",
                 "rate_limited",
                 "rate_per_minute",

@@ -14,7 +14,7 @@ use crate::app::AppState;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `ready`, `draining` or `redis_unreachable`.
+    /// `ok`, `ready`, `draining`, `redis_unreachable` or `store_unwritable`.
     #[schema(examples("ok"))]
     pub status: String,
 }
@@ -34,7 +34,7 @@ pub async fn healthz() -> Json<Health> {
     summary = "Readiness: 200 when sends can be served; never calls Qikchat",
     responses(
         (status = 200, description = "Ready for sends", body = Health),
-        (status = 503, description = "Not ready: `draining` (shutting down) or `redis_unreachable` (RELAY_REDIS_URL is set but Redis does not answer)", body = Health),
+        (status = 503, description = "Not ready: `draining` (shutting down), `redis_unreachable` (RELAY_REDIS_URL is set but Redis does not answer) or `store_unwritable` (the embedded store in RELAY_DATA_DIR failed its last write: disk full, read-only or an I/O error; webhook events would be refused)", body = Health),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let status = if state.is_draining() {
@@ -42,6 +42,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     } else if !state.idempotency.is_ready().await {
         // With RELAY_REDIS_URL set, sends that carry an Idempotency-Key need Redis.
         "redis_unreachable"
+    } else if let Some(reason) = state.store.unwritable().await {
+        // So that Qikchat's calls go to a replica that can keep them.
+        tracing::warn!(reason = %reason, "not ready: the store cannot be written");
+        "store_unwritable"
     } else {
         return (
             StatusCode::OK,

@@ -1,4 +1,5 @@
-//! `GET /messages/{id}`: a message's delivery status, from Qikchat's status lookup.
+//! `GET /messages/{id}`: a message's delivery status, for its sender only: from the latest status
+//! Qikchat posted to the webhook, else from Qikchat's status lookup.
 
 use axum::{
     Json,
@@ -33,13 +34,13 @@ const MAX_ID_LEN: usize = 128;
         (status = 401, description = "`unauthorized`", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the caller's account is no longer configured (rule `account`)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: Qikchat does not know this id", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the caller did not send this id through the relay (or it was longer ago than `RELAY_MESSAGE_OWNER_TTL_S`), or Qikchat does not know it. A caller with `read_any_status` reads every message of its account", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_request`: the id is malformed", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: Qikchat is rate limiting", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 500, description = "`internal_error`", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 502, description = "`upstream_error`: Qikchat failed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable`: Qikchat could not be reached", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 503, description = "`upstream_unavailable`: Qikchat could not be reached, or the relay's message store cannot be read", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
         (status = 504, description = "`upstream_timeout`: Qikchat did not answer in time", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
@@ -72,23 +73,28 @@ async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<Me
     }
     let span = Span::current();
     span.record("qikchat_id", id.as_str());
-    // Asked of the caller's account: the one its messages are sent through.
-    // The latest status Qikchat posted to the webhook, when there is one and the message is the
-    // caller's own: no call needed. Anything else is asked of Qikchat with the caller's account.
-    if let Some(webhooks) = &state.webhooks {
-        let own = match webhooks.store.owner(&id).await {
-            Ok(owner) => owner.is_some_and(|owner| *owner.caller == *caller.name),
-            Err(e) => {
-                warn!(error = %e, "the stored statuses cannot be read; asking Qikchat");
-                false
-            }
-        };
-        let latest = if own {
-            webhooks.store.latest_status(&id).await
-        } else {
-            Ok(None)
-        };
-        match latest {
+    // Only the caller's own messages, or with `read_any_status` its account's: anything else is
+    // the same 404 as an id Qikchat does not know, and Qikchat is not asked (it would answer for
+    // any id of the account, whoever sent it).
+    let owner = state.store.owner(&id).await.map_err(|e| {
+        error!(error = %e, "the message store cannot be read; whose message this is is unknown");
+        ApiError::OwnersUnavailable
+    })?;
+    let readable = match &owner {
+        Some(owner) if *owner.caller == *caller.name => true,
+        Some(owner) => caller.rules.read_any_status && owner.account == caller.rules.account,
+        // Not recorded: not sent through the relay, or sent longer ago than its TTL. Qikchat
+        // answers only for the caller's own account.
+        None => caller.rules.read_any_status,
+    };
+    if !readable {
+        span.record("outcome", "not_own");
+        return Err(qikchat::Error::NotFound.into());
+    }
+    // The latest status Qikchat posted to the webhook, when there is one: no call needed.
+    // Anything else is asked of Qikchat with the caller's account.
+    if let (Some(_), Some(_)) = (&owner, &state.webhooks) {
+        match state.store.latest_status(&id).await {
             Ok(Some(latest)) => {
                 let payload = serde_json::from_str(&latest.payload).unwrap_or_default();
                 if let Some(status) = MessageStatus::from_payload(&id, &payload) {

@@ -345,20 +345,20 @@ async fn send_and_record(
     };
 
     let result = sender.account.upstream.send(&message).await;
-    if let (Ok(accepted), Some(webhooks)) = (&result, &state.webhooks) {
-        // So that the message's statuses, when Qikchat posts them, go back to this caller, and
-        // so can the customer's replies (`inbound_replies`).
+    if let Ok(accepted) = &result {
+        // Recorded for every id the relay answers with: only its sender may read its status
+        // (`GET /messages/{id}`), its statuses go back to this caller, and so can the customer's
+        // replies (`inbound_replies`).
         let owner = Owner {
             caller: sender.caller.to_string(),
             account: sender.account.spec.name.clone(),
         };
-        let ttl = webhooks.settings.owner_ttl;
-        if let Err(e) = webhooks
+        if let Err(e) = state
             .store
-            .remember_owner(&accepted.id, &owner, &message.to, ttl)
+            .remember_owner(&accepted.id, &owner, &message.to, state.owner_ttl)
             .await
         {
-            warn!(error = %e, "the message was sent, but its statuses will not reach its caller");
+            warn!(error = %e, "the message was sent, but its sender could not be recorded: its status reads and statuses will not reach its caller");
         }
     }
     let qikchat_status = match &result {

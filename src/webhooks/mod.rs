@@ -119,6 +119,16 @@ impl Store {
         dispatch!(self, s => s.remember_owner(message_id, owner, to, ttl).await)
     }
 
+    /// Why the store cannot be written now (disk full, read-only, Redis out of memory), if it
+    /// cannot. Cheap while writes succeed.
+    pub async fn unwritable(&self) -> Option<String> {
+        match self {
+            Store::Sqlite(s) => s.unwritable().await,
+            // Not yet watched: a Redis that is down shows as `redis_unreachable`.
+            Store::Redis(_) => None,
+        }
+    }
+
     pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {
         dispatch!(self, s => s.owner(message_id).await)
     }

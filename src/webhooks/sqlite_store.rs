@@ -1,6 +1,13 @@
 //! The webhook store on local disk: one SQLite database in `RELAY_DATA_DIR`, in WAL mode with
 //! `synchronous=FULL`, so an event acknowledged to Qikchat survives a crash of the process or of
 //! the machine. Every operation is one transaction, run on the blocking pool.
+//!
+//! Message owners, written on every send, go through a connection of their own with
+//! `synchronous=NORMAL`: a commit is not fsynced, so it survives the process being killed
+//! (SIGKILL, a panic, an OOM kill: the WAL is in the OS's page cache) but not a power cut or a
+//! kernel crash, which may lose the owners of the last sends. Those messages' status reads then
+//! answer 404 and their statuses reach nobody; an fsync per send would cost every send a disk
+//! flush.
 
 use std::{
     path::Path,
@@ -20,6 +27,9 @@ use crate::message::Recipient;
 /// latest status kept after its last status event (as in Redis).
 const KEPT_FOR_MS: i64 = 7 * 86_400_000;
 
+/// An event's payload is kept once, in `events.json`: a message's latest status points at its
+/// event (`latest_statuses.event_seq`) rather than copying the payload. (`statuses`, which did,
+/// is dropped: those messages' status reads ask Qikchat until their next status event.)
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
@@ -62,18 +72,25 @@ CREATE TABLE IF NOT EXISTS last_senders (
     PRIMARY KEY (account, customer)
 );
 CREATE INDEX IF NOT EXISTS last_senders_expiry ON last_senders (expires_at);
-CREATE TABLE IF NOT EXISTS statuses (
+DROP TABLE IF EXISTS statuses;
+CREATE TABLE IF NOT EXISTS latest_statuses (
     message_id TEXT PRIMARY KEY,
     rank INTEGER NOT NULL,
     status TEXT NOT NULL,
-    payload TEXT NOT NULL,
+    event_seq INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS statuses_expiry ON statuses (updated_at);
+CREATE INDEX IF NOT EXISTS latest_statuses_expiry ON latest_statuses (updated_at);
+CREATE INDEX IF NOT EXISTS latest_statuses_event ON latest_statuses (event_seq);
 ";
 
 pub struct SqliteStore {
     db: Mutex<Connection>,
+    /// The same database with `synchronous=NORMAL`, for [`SqliteStore::remember_owner`].
+    owners: Mutex<Connection>,
+    /// Why the last write failed (disk full, read-only, I/O error), until a write succeeds:
+    /// readiness reports it without writing on every probe.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl SqliteStore {
@@ -86,7 +103,18 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         db.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         db.execute_batch(SCHEMA).map_err(sql)?;
-        Ok(Arc::new(Self { db: Mutex::new(db) }))
+        let owners = Connection::open(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        owners.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        // WAL (set by SCHEMA, kept in the file) with NORMAL: see the module's documentation.
+        owners
+            .execute_batch("PRAGMA synchronous = NORMAL;")
+            .map_err(sql)?;
+        Ok(Arc::new(Self {
+            db: Mutex::new(db),
+            owners: Mutex::new(owners),
+            write_failure: Mutex::new(None),
+        }))
     }
 
     /// Runs `work` in one transaction on the blocking pool.
@@ -95,16 +123,81 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.run_on(false, work).await
+    }
+
+    /// Runs `work` in one transaction on the blocking pool, on the owners' connection when
+    /// `owners` (no fsync per commit) or else the durable one.
+    async fn run_on<T, F>(self: &Arc<Self>, owners: bool, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
+    {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut db = store.db.lock().unwrap_or_else(PoisonError::into_inner);
-            let tx = db.transaction().map_err(sql)?;
-            let result = work(&tx, now_ms()).map_err(sql)?;
-            tx.commit().map_err(sql)?;
-            Ok(result)
+            let connection = if owners { &store.owners } else { &store.db };
+            let mut db = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let done = db.transaction().and_then(|tx| {
+                let result = work(&tx, now_ms())?;
+                tx.commit()?;
+                Ok(result)
+            });
+            if let Err(e) = &done {
+                store.note_failure(e);
+            }
+            done.map_err(sql)
         })
         .await
         .map_err(|e| StoreError(format!("the store's task failed: {e}")))?
+    }
+
+    /// Remembers a failure that means the database cannot be written.
+    fn note_failure(&self, e: &rusqlite::Error) {
+        use rusqlite::ErrorCode::{CannotOpen, DiskFull, ReadOnly, SystemIoFailure};
+        if let rusqlite::Error::SqliteFailure(failure, _) = e {
+            if matches!(
+                failure.code,
+                DiskFull | ReadOnly | SystemIoFailure | CannotOpen
+            ) {
+                *self
+                    .write_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            }
+        }
+    }
+
+    fn wrote(&self) {
+        *self
+            .write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Why the store cannot be written now, if it cannot. Nothing is written unless the last
+    /// write failed; then one small write tells whether it can again (space came back).
+    pub async fn unwritable(self: &Arc<Self>) -> Option<String> {
+        let failed = self
+            .write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        failed.as_ref()?;
+        let probe = self
+            .run(|tx, now| {
+                tx.execute_batch("CREATE TABLE IF NOT EXISTS probe (at INTEGER NOT NULL)")?;
+                tx.execute("INSERT INTO probe (at) VALUES (?1)", params![now])?;
+                tx.execute("DELETE FROM probe", [])?;
+                Ok(())
+            })
+            .await;
+        match probe {
+            Ok(()) => {
+                self.wrote();
+                None
+            }
+            Err(e) => Some(e.0),
+        }
     }
 
     pub async fn ingest(self: &Arc<Self>, event: &Event) -> Result<Ingested, StoreError> {
@@ -113,11 +206,13 @@ impl SqliteStore {
         self.run(move |tx, now| {
             let forgotten = now.saturating_sub(KEPT_FOR_MS);
             tx.execute(
-                "DELETE FROM events WHERE routed = 1 AND received_at < ?1",
+                "DELETE FROM latest_statuses WHERE updated_at < ?1",
                 params![forgotten],
             )?;
+            // An old event that is still a message's latest status is kept with it.
             tx.execute(
-                "DELETE FROM statuses WHERE updated_at < ?1",
+                "DELETE FROM events WHERE routed = 1 AND received_at < ?1
+                 AND NOT EXISTS (SELECT 1 FROM latest_statuses s WHERE s.event_seq = events.seq)",
                 params![forgotten],
             )?;
             let inserted = tx.execute(
@@ -127,31 +222,27 @@ impl SqliteStore {
             if inserted == 0 {
                 return Ok(Ingested::Duplicate);
             }
+            let seq = tx.last_insert_rowid();
             if let (Kind::Status, Some(status)) = (event.kind, &event.status) {
                 tx.execute(
-                    "INSERT INTO statuses (message_id, rank, status, payload, updated_at)
+                    "INSERT INTO latest_statuses (message_id, rank, status, event_seq, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (message_id) DO UPDATE SET
                          rank = excluded.rank, status = excluded.status,
-                         payload = excluded.payload, updated_at = excluded.updated_at
-                     WHERE excluded.rank >= statuses.rank",
-                    params![
-                        event.message_id,
-                        status_rank(status),
-                        status,
-                        event.payload.to_string(),
-                        now
-                    ],
+                         event_seq = excluded.event_seq, updated_at = excluded.updated_at
+                     WHERE excluded.rank >= latest_statuses.rank",
+                    params![event.message_id, status_rank(status), status, seq, now],
                 )?;
                 // A status that does not replace the latest one still keeps it.
                 tx.execute(
-                    "UPDATE statuses SET updated_at = ?2 WHERE message_id = ?1",
+                    "UPDATE latest_statuses SET updated_at = ?2 WHERE message_id = ?1",
                     params![event.message_id, now],
                 )?;
             }
             Ok(Ingested::Stored)
         })
         .await
+        .inspect(|_| self.wrote())
     }
 
     pub async fn unrouted(
@@ -344,7 +435,7 @@ impl SqliteStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let (message_id, owner, customer) = (message_id.to_owned(), owner.clone(), to.pseudonym());
-        self.run(move |tx, now| {
+        self.run_on(true, move |tx, now| {
             let expires_at = now + millis(ttl);
             tx.execute("DELETE FROM owners WHERE expires_at <= ?1", params![now])?;
             tx.execute(
@@ -409,7 +500,9 @@ impl SqliteStore {
         let message_id = message_id.to_owned();
         self.run(move |tx, _| {
             tx.query_row(
-                "SELECT status, payload FROM statuses WHERE message_id = ?1",
+                "SELECT s.status, e.json -> '$.payload'
+                 FROM latest_statuses s JOIN events e ON e.seq = s.event_seq
+                 WHERE s.message_id = ?1",
                 params![message_id],
                 |row| {
                     Ok(LatestStatus {

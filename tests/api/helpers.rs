@@ -21,6 +21,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub qikchat: MockServer,
     pub http: reqwest::Client,
+    /// The relay's `RELAY_DATA_DIR`: its own, unless the test gave one.
+    pub data: std::sync::Arc<TempDir>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -85,33 +87,51 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let qikchat = MockServer::start().await;
-    let (addr, stop) = start_relay(&qikchat, extra).await;
+    let (addr, data, stop) = start_relay(&qikchat, extra).await;
     TestApp {
         addr,
         qikchat,
         http: reqwest::Client::new(),
+        data,
         _stop: stop,
     }
 }
 
-/// Starts a relay against `qikchat`; it stops when the sender is dropped.
+/// Starts a relay against `qikchat`; it stops when the sender is dropped. Unless `extra` names a
+/// `RELAY_DATA_DIR`, the relay gets one of its own (the store of message owners is always on),
+/// removed once the relay and the returned handle are gone.
 async fn start_relay(
     qikchat: &MockServer,
     extra: &[(&str, &str)],
-) -> (SocketAddr, oneshot::Sender<()>) {
-    let config = Config::from_pairs(settings(qikchat, extra)).expect("test configuration is valid");
+) -> (SocketAddr, std::sync::Arc<TempDir>, oneshot::Sender<()>) {
+    let data = std::sync::Arc::new(TempDir::new());
+    let own_dir = data.0.to_str().expect("UTF-8 path").to_owned();
+    let mut pairs = settings(qikchat, extra);
+    if !pairs.iter().any(|(k, _)| k == "RELAY_DATA_DIR") {
+        pairs.push(("RELAY_DATA_DIR".into(), own_dir));
+    }
+    let config = Config::from_pairs(pairs).expect("test configuration is valid");
     let app = App::build(config).await.expect("the relay starts");
     let addr = app.local_addr().expect("bound");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
+    let kept = data.clone();
+    tokio::spawn(async move {
+        let _ = app
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+        // The directory outlives the relay's last write.
+        drop(kept);
+    });
+    (addr, data, stop)
 }
 
 /// A second relay in front of the same fake Qikchat, as another replica would be.
 pub struct Sibling {
     pub addr: SocketAddr,
+    /// Its own `RELAY_DATA_DIR`, unless `extra` named one.
+    _data: std::sync::Arc<TempDir>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -178,8 +198,12 @@ impl Drop for Redis {
 impl TestApp {
     /// Another relay with the same settings plus `extra`, in front of the same fake Qikchat.
     pub async fn sibling(&self, extra: &[(&str, &str)]) -> Sibling {
-        let (addr, stop) = start_relay(&self.qikchat, extra).await;
-        Sibling { addr, _stop: stop }
+        let (addr, data, stop) = start_relay(&self.qikchat, extra).await;
+        Sibling {
+            addr,
+            _data: data,
+            _stop: stop,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -223,6 +247,25 @@ impl TestApp {
             .expect(calls)
             .mount(&self.qikchat)
             .await;
+    }
+
+    /// `token`'s caller sends a text that Qikchat accepts as `id`, so that the relay records it as
+    /// that caller's message (`GET /messages/{id}` answers only for those).
+    pub async fn sent_as(&self, token: &str, id: &str) {
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(qikchat_success(id)))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&self.qikchat)
+            .await;
+        let answer = self.send_as(token, &text_message()).await;
+        assert_eq!(answer.status(), 200, "the send of {id} succeeds");
+    }
+
+    /// [`TestApp::sent_as`] by the `billing` caller.
+    pub async fn sent(&self, id: &str) {
+        self.sent_as(TOKEN, id).await;
     }
 
     /// Qikchat must not be called at all.

@@ -178,7 +178,7 @@ async fn a_scripted_run_shows_up_in_the_metrics_and_one_audit_event_per_send() {
     assert_eq!(slow.await.expect("joined").expect("answered"), 200);
     let status = http
         .get(format!("{}/messages/m-ok", relay.url))
-        .bearer_auth(OTHER_TOKEN)
+        .bearer_auth(TOKEN)
         .send()
         .await
         .expect("answer");

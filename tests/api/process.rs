@@ -28,6 +28,8 @@ pub struct Relay {
     pub child: Child,
     pub url: String,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Its own `RELAY_DATA_DIR` when `env` named none (the message store is always on).
+    _data: Option<crate::helpers::TempDir>,
 }
 
 pub fn command(env: &[(String, String)]) -> Command {
@@ -43,7 +45,15 @@ pub fn command(env: &[(String, String)]) -> Command {
 }
 
 pub async fn start(env: &[(String, String)]) -> Relay {
-    let mut child = command(env).spawn().expect("the binary starts");
+    let data = (!env.iter().any(|(k, _)| k == "RELAY_DATA_DIR")).then(crate::helpers::TempDir::new);
+    let mut env = env.to_vec();
+    if let Some(dir) = &data {
+        env.push((
+            "RELAY_DATA_DIR".into(),
+            dir.0.to_str().expect("UTF-8").into(),
+        ));
+    }
+    let mut child = command(&env).spawn().expect("the binary starts");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
@@ -70,6 +80,7 @@ pub async fn start(env: &[(String, String)]) -> Relay {
                 child,
                 url: format!("http://{addr}"),
                 lines,
+                _data: data,
             };
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -581,7 +581,7 @@ async fn the_embedded_store_forgets_a_status_a_week_after_its_last_event() {
     let db = rusqlite::Connection::open(dir.0.join("webhooks.sqlite3")).expect("the database");
     let days_pass = |message_id: &str, days: i64| {
         db.execute(
-            "UPDATE statuses SET updated_at = updated_at - ?2 WHERE message_id = ?1",
+            "UPDATE latest_statuses SET updated_at = updated_at - ?2 WHERE message_id = ?1",
             rusqlite::params![message_id, days * 86_400_000],
         )
         .expect("aged");
@@ -744,5 +744,47 @@ async fn an_unreachable_redis_is_an_error_that_does_not_name_it() {
     assert!(
         !error.contains(&url) && !error.contains(port),
         "the error names the server: {error}"
+    );
+}
+
+/// The bytes of the database's pages in use (its file's pages minus the free ones).
+fn used_bytes(dir: &TempDir) -> i64 {
+    let db = rusqlite::Connection::open(dir.0.join("webhooks.sqlite3")).expect("open");
+    let pragma = |name: &str| -> i64 {
+        db.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+            .expect("pragma")
+    };
+    (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+}
+
+#[tokio::test]
+async fn the_embedded_store_keeps_a_status_events_payload_once() {
+    let dir = TempDir::new();
+    let store = Store::Sqlite(SqliteStore::open(&dir.0).expect("an SQLite store"));
+    let before = used_bytes(&dir);
+    let mut event = status_event("m-big", "delivered");
+    let payload_bytes = 20_000;
+    event.payload["filler"] = json!("x".repeat(payload_bytes));
+
+    assert_eq!(
+        store.ingest(&event).await.expect("stored"),
+        Ingested::Stored
+    );
+
+    let grown = used_bytes(&dir) - before;
+    // One copy and its pages' slack; two copies (the event and the latest status) would be 40 KB.
+    assert!(
+        grown < (payload_bytes as i64) * 3 / 2,
+        "the database grew by {grown} bytes for a {payload_bytes}-byte payload"
+    );
+    let latest = store
+        .latest_status("m-big")
+        .await
+        .expect("readable")
+        .expect("the latest status");
+    let payload: serde_json::Value = serde_json::from_str(&latest.payload).expect("JSON");
+    assert_eq!(
+        payload, event.payload,
+        "the latest status still reads the payload"
     );
 }

@@ -212,8 +212,7 @@ async fn a_status_reaches_the_caller_that_sent_the_message_signed_and_with_every
         .filter(|r| r.method.as_str() == "GET")
         .count();
     assert_eq!(lookups, 0);
-    // Another caller does not read billing's stored statuses: its lookup goes to Qikchat
-    // (which, here, does not know the id).
+    // Another caller does not read billing's message at all, nor is Qikchat asked for it.
     let other = app.get_as(OTHER_TOKEN, "/messages/m-1").await;
     problem(other, 404, "not_found").await;
 }
@@ -659,4 +658,88 @@ async fn two_replicas_share_one_redis_stream_and_deliver_each_event_once() {
         100,
         "and none twice, though at least once would allow it"
     );
+}
+
+/// A tmpfs of `size` mounted on a directory of the test's own, unmounted when dropped.
+struct SmallDisk {
+    dir: TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = TempDir::new();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir.0)
+            .status()
+            .expect("mount runs");
+        assert!(
+            mounted.success(),
+            "this test needs to mount a tmpfs (run the tests as root)"
+        );
+        Self { dir }
+    }
+
+    /// Fills what is left of the disk with `filler`.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.0.join("filler");
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: the relay may still hold its database open for a moment after the test.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_webhook_events_with_503_and_readiness_says_why_until_space_comes_back()
+{
+    let dir = TempDir::new();
+    let disk = SmallDisk::mount("4m");
+    let data = disk.dir.0.join("data");
+    let subscriber = MockServer::start().await;
+    let app = relay(
+        &dir,
+        &subscriber,
+        &[("RELAY_DATA_DIR", data.to_str().expect("UTF-8"))],
+    )
+    .await;
+    let big = |n: usize| {
+        let mut event = inbound_event(&format!("in-{n}"), "hello");
+        event["message"]["payload"]["filler"] = json!("x".repeat(20_000));
+        event
+    };
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let filler = disk.fill();
+
+    let mut refused = None;
+    for n in 0..100 {
+        let answer = post_event(&app.http, &app.url(""), &big(n)).await;
+        if answer.status() != 200 {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("an event is refused once the disk is full");
+    problem(refused, 503, "upstream_unavailable").await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let health: Value = ready.json().await.expect("json");
+    assert_eq!(health["status"], "store_unwritable");
+
+    std::fs::remove_file(filler).expect("space comes back");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let stored = post_event(&app.http, &app.url(""), &big(1000)).await;
+    assert_eq!(stored.status(), 200);
 }
