@@ -26,7 +26,7 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
 };
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -226,6 +226,7 @@ impl Connection {
                     connection.as_mut().graceful_shutdown();
                     stopping = true;
                 }
+                () = activity.answered.notified() => {}
                 () = tokio::time::sleep_until(deadline.into()) => {
                     if let Some(reason) = activity.expired(&self.limits, Instant::now()) {
                         shed(&self.log, reason, peer);
@@ -244,6 +245,8 @@ struct Activity {
     in_flight: AtomicU32,
     /// Milliseconds from `opened` to the end of the last request; `u64::MAX` before the first.
     last_answer_ms: AtomicU64,
+    /// Woken when a request ends, so that the next deadline is the idle one.
+    answered: Notify,
 }
 
 impl Activity {
@@ -252,6 +255,7 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_answer_ms: AtomicU64::new(u64::MAX),
+            answered: Notify::new(),
         }
     }
 
@@ -292,6 +296,7 @@ impl Drop for Busy {
         let since_open = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.0.last_answer_ms.store(since_open, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.answered.notify_one();
     }
 }
 

@@ -6,6 +6,7 @@ mod dashboards;
 mod errors;
 mod fairness;
 mod helpers;
+mod hostile;
 mod idempotency;
 mod limiter;
 mod observability;

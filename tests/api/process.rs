@@ -45,6 +45,11 @@ pub fn command(env: &[(String, String)]) -> Command {
 }
 
 pub async fn start(env: &[(String, String)]) -> Relay {
+    start_with_open_files(env, None).await
+}
+
+/// Starts the binary, with its open-files limit (soft and hard) set to `open_files` when given.
+pub async fn start_with_open_files(env: &[(String, String)], open_files: Option<u64>) -> Relay {
     let data = (!env.iter().any(|(k, _)| k == "RELAY_DATA_DIR")).then(crate::helpers::TempDir::new);
     let mut env = env.to_vec();
     if let Some(dir) = &data {
@@ -53,7 +58,22 @@ pub async fn start(env: &[(String, String)]) -> Relay {
             dir.0.to_str().expect("UTF-8").into(),
         ));
     }
-    let mut child = command(&env).spawn().expect("the binary starts");
+    let mut command = command(&env);
+    if let Some(limit) = open_files {
+        // prlimit (util-linux) sets the limit and then becomes the relay: same pid.
+        let mut limited = Command::new("prlimit");
+        limited
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg(BINARY)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command = limited;
+    }
+    let mut child = command.spawn().expect("the binary starts");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
