@@ -238,6 +238,15 @@ impl TestApp {
             .expect("the relay answers")
     }
 
+    /// The relay's `/metrics` exposition.
+    pub async fn scrape(&self) -> String {
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("the metrics as text")
+    }
+
     /// Qikchat answers every send with success and message id `id`, and expects `calls` of them.
     pub async fn qikchat_accepts(&self, id: &str, calls: u64) {
         Mock::given(method("POST"))

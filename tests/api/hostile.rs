@@ -168,15 +168,7 @@ async fn a_connection_beyond_max_connections_is_closed_at_once_and_the_others_ar
     let (answer, _) = read_until_closed(first, Duration::from_secs(2)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let metrics = app
-        .http
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.scrape().await;
     assert!(
         metrics.contains("relay_connections_rejected_total{reason=\"max_connections\"}"),
         "{metrics}"
@@ -206,15 +198,7 @@ async fn invented_methods_become_one_other_label_and_never_a_label_of_their_own(
         }
     }));
     sent.await;
-    let metrics = app
-        .http
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.scrape().await;
     assert!(
         !metrics.contains("TOK"),
         "an invented method became a label"

@@ -33,7 +33,11 @@ pub struct Relay {
 }
 
 pub fn command(env: &[(String, String)]) -> Command {
-    let mut command = Command::new(BINARY);
+    run(Command::new(BINARY), env)
+}
+
+/// `command` with only `env` for an environment and its output piped, killed when dropped.
+fn run(mut command: Command, env: &[(String, String)]) -> Command {
     command
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -58,21 +62,15 @@ pub async fn start_with_open_files(env: &[(String, String)], open_files: Option<
             dir.0.to_str().expect("UTF-8").into(),
         ));
     }
-    let mut command = command(&env);
-    if let Some(limit) = open_files {
-        // prlimit (util-linux) sets the limit and then becomes the relay: same pid.
-        let mut limited = Command::new("prlimit");
-        limited
-            .arg(format!("--nofile={limit}:{limit}"))
-            .arg(BINARY)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command = limited;
-    }
+    let mut command = match open_files {
+        None => command(&env),
+        Some(limit) => {
+            // prlimit (util-linux) sets the limit and then becomes the relay: same pid.
+            let mut limited = Command::new("prlimit");
+            limited.arg(format!("--nofile={limit}:{limit}")).arg(BINARY);
+            run(limited, &env)
+        }
+    };
     let mut child = command.spawn().expect("the binary starts");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
