@@ -95,15 +95,25 @@ impl AppState {
         // Always there: who sent each message is recorded whether or not webhooks are on.
         let message_store = match &config.redis_url {
             Some(url) => WebhookStore::Redis(
-                RedisStore::new(url.expose_secret(), REDIS_TIMEOUT, consumer_name()).map_err(
-                    |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client"),
-                )?,
+                RedisStore::new(
+                    url.expose_secret(),
+                    REDIS_TIMEOUT,
+                    consumer_name(),
+                    config.store.webhook_max_bytes,
+                )
+                .map_err(|_| {
+                    std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client")
+                })?,
             ),
             None => WebhookStore::Sqlite(
-                SqliteStore::open(&config.store.data_dir)
+                SqliteStore::open(&config.store.data_dir, config.store.webhook_max_bytes)
                     .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
             ),
         };
+        if config.webhooks.is_some() {
+            metrics::gauge!("relay_webhook_store_max_bytes")
+                .set(config.store.webhook_max_bytes as f64);
+        }
         let webhooks = match &config.webhooks {
             None => None,
             Some(settings) => Some(

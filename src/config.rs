@@ -58,6 +58,8 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// How long the relay remembers who sent a message: for its status reads and its statuses.
     pub owner_ttl: Duration,
+    /// `RELAY_WEBHOOK_STORE_MAX_MB` in bytes (MiB): what stored webhook events may take.
+    pub webhook_max_bytes: u64,
 }
 
 /// Bounds on client connections, so that no client, with or without a token, can hold the
@@ -221,6 +223,8 @@ struct Env {
     relay_admin_token: Option<String>,
     #[serde(default = "default_message_owner_ttl_s")]
     relay_message_owner_ttl_s: u64,
+    #[serde(default = "default_webhook_store_max_mb")]
+    relay_webhook_store_max_mb: u64,
 }
 
 fn default_webhook_retry_base_ms() -> u64 {
@@ -232,6 +236,11 @@ fn default_webhook_max_attempts() -> u32 {
 fn default_webhook_timeout_ms() -> u64 {
     5_000
 }
+/// 1 GiB of stored events: about a million status events of 1 KB (Qikchat's examples are smaller)
+/// held while every subscriber is down, yet small next to the disk or Redis it lives on.
+fn default_webhook_store_max_mb() -> u64 {
+    1024
+}
 fn default_message_owner_ttl_s() -> u64 {
     7 * 86_400
 }
@@ -239,7 +248,9 @@ fn default_message_owner_ttl_s() -> u64 {
 /// The store's settings, needed with webhooks on or off (message owners are always recorded).
 fn store(env: &Env) -> Result<StoreSettings, ConfigError> {
     positive("RELAY_MESSAGE_OWNER_TTL_S", env.relay_message_owner_ttl_s)?;
+    positive("RELAY_WEBHOOK_STORE_MAX_MB", env.relay_webhook_store_max_mb)?;
     Ok(StoreSettings {
+        webhook_max_bytes: env.relay_webhook_store_max_mb.saturating_mul(1 << 20),
         data_dir: env
             .relay_data_dir
             .clone()

@@ -70,6 +70,11 @@ pub enum ApiError {
         caller: std::sync::Arc<str>,
         max: u32,
     },
+    /// Webhook events not yet delivered fill `RELAY_WEBHOOK_STORE_MAX_MB`: Qikchat retries later.
+    #[error(
+        "the webhook store is full of events not yet delivered (RELAY_WEBHOOK_STORE_MAX_MB); the event was not stored"
+    )]
+    WebhookStoreFull,
     #[error("Qikchat did not answer in time; the message may or may not have been sent")]
     UpstreamTimeout,
     #[error("a request with this Idempotency-Key is still being sent; retry later for its answer")]
@@ -158,7 +163,8 @@ impl ApiError {
             Self::UpstreamUnavailable
             | Self::Draining
             | Self::Overloaded
-            | Self::CallerOverloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::CallerOverloaded { .. }
+            | Self::WebhookStoreFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -187,7 +193,9 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamUnavailable | Self::Draining => "upstream_unavailable",
-            Self::Overloaded | Self::CallerOverloaded { .. } => "overloaded",
+            Self::Overloaded | Self::CallerOverloaded { .. } | Self::WebhookStoreFull => {
+                "overloaded"
+            }
             Self::UpstreamTimeout | Self::OutcomeUnknown => "upstream_timeout",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
@@ -205,6 +213,7 @@ impl ApiError {
             | Self::Draining
             | Self::Overloaded
             | Self::CallerOverloaded { .. }
+            | Self::WebhookStoreFull
             | Self::StoreUnavailable
             | Self::LimitsUnavailable
             | Self::OwnersUnavailable

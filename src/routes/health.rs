@@ -34,7 +34,7 @@ pub async fn healthz() -> Json<Health> {
     summary = "Readiness: 200 when sends can be served; never calls Qikchat",
     responses(
         (status = 200, description = "Ready for sends", body = Health),
-        (status = 503, description = "Not ready: `draining` (shutting down), `redis_unreachable` (RELAY_REDIS_URL is set but Redis does not answer) or `store_unwritable` (the embedded store in RELAY_DATA_DIR failed its last write: disk full, read-only or an I/O error; webhook events would be refused)", body = Health),
+        (status = 503, description = "Not ready: `draining` (shutting down), `redis_unreachable` (RELAY_REDIS_URL is set but Redis does not answer) or `store_unwritable` (the embedded store in RELAY_DATA_DIR failed its last write: disk full, read-only or an I/O error; or Redis refused this replica's write for memory; webhook events would be refused)", body = Health),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let status = if state.is_draining() {
@@ -70,6 +70,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let in_flight = state.max_in_flight - state.in_flight.available_permits();
     metrics::gauge!("relay_sends_in_flight").set(in_flight as f64);
     metrics::gauge!("relay_sends_in_flight_limit").set(state.max_in_flight as f64);
+    if state.webhooks.is_some() {
+        // Read at the scrape: one query of a counter the store keeps (SQLite row or Redis key).
+        match state.store.bytes().await {
+            Ok(bytes) => metrics::gauge!("relay_webhook_store_bytes").set(bytes as f64),
+            Err(e) => tracing::warn!(error = %e, "the webhook store's size could not be read"),
+        }
+    }
     state.metrics.run_upkeep();
     (
         [(

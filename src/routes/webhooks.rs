@@ -67,7 +67,7 @@ pub struct Received {
         (status = 401, description = "`unauthorized`: `RELAY_WEBHOOK_BASIC_AUTH` is set and the request's Basic Auth does not match", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Basic realm=\"qikchat-relay\"`"))),
         (status = 404, description = "`not_found`: webhooks are off, the secret is wrong, or the account is unknown", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable`: the event could not be stored; Qikchat should retry", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 503, description = "`upstream_unavailable`: the event could not be stored; `overloaded`: events not yet delivered fill `RELAY_WEBHOOK_STORE_MAX_MB`. Nothing stored; Qikchat should retry", body = crate::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(())
@@ -140,12 +140,16 @@ pub async fn receive(
             "stored"
         }
         Ingested::Duplicate => "duplicate",
+        Ingested::Full => {
+            warn!(
+                "a webhook event was refused: events not yet delivered fill RELAY_WEBHOOK_STORE_MAX_MB; Qikchat will retry"
+            );
+            metrics::counter!("relay_webhook_events_total", "kind" => kind(&event), "result" => "full")
+                .increment(1);
+            return Err(ApiError::WebhookStoreFull);
+        }
     };
-    let kind = match event.kind {
-        Kind::Status => "status",
-        Kind::Inbound => "inbound",
-    };
-    metrics::counter!("relay_webhook_events_total", "kind" => kind, "result" => status)
+    metrics::counter!("relay_webhook_events_total", "kind" => kind(&event), "result" => status)
         .increment(1);
     span.record("outcome", status);
     Ok(Json(Received { status }))
@@ -277,4 +281,12 @@ fn not_found() -> ApiError {
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// The `kind` label of `relay_webhook_events_total`.
+fn kind(event: &crate::webhooks::Event) -> &'static str {
+    match event.kind {
+        Kind::Status => "status",
+        Kind::Inbound => "inbound",
+    }
 }

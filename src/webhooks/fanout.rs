@@ -51,7 +51,7 @@ impl Webhooks {
             .build()?;
         // Exported at 0 from the start, so that alerts on them have a series to work with.
         for kind in ["status", "inbound"] {
-            for result in ["stored", "duplicate"] {
+            for result in ["stored", "duplicate", "full"] {
                 metrics::counter!("relay_webhook_events_total", "kind" => kind, "result" => result)
                     .increment(0);
             }
@@ -59,6 +59,7 @@ impl Webhooks {
         for outcome in ["delivered", "retried", "dead_letter"] {
             metrics::counter!("relay_webhook_deliveries_total", "outcome" => outcome).increment(0);
         }
+        metrics::counter!("relay_webhook_store_dropped_total").increment(0);
         Ok(Arc::new(Self {
             settings,
             store,
@@ -114,13 +115,11 @@ impl Webhooks {
     async fn deliveries(&self, event: &Event) -> Result<Vec<NewDelivery>, StoreError> {
         let policy = self.policy.current();
         let callers = policy.callers.iter().map(|(_, rules)| rules);
-        let body = event::body(event);
         let delivery = |caller: &str, url: &url::Url, order: &str| NewDelivery {
             id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
             caller: caller.to_owned(),
             url: url.to_string(),
             order_key: format!("{caller}:{order}"),
-            body: body.clone(),
         };
         match event.kind {
             Kind::Status => {

@@ -124,9 +124,15 @@ impl Store {
     pub async fn unwritable(&self) -> Option<String> {
         match self {
             Store::Sqlite(s) => s.unwritable().await,
-            // Not yet watched: a Redis that is down shows as `redis_unreachable`.
-            Store::Redis(_) => None,
+            // A Redis that is down shows as `redis_unreachable`; this is one that refuses writes.
+            Store::Redis(s) => s.unwritable().await,
         }
+    }
+
+    /// The bytes stored events take now (this replica's disk, or every replica's Redis), what
+    /// `RELAY_WEBHOOK_STORE_MAX_MB` bounds.
+    pub async fn bytes(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.bytes().await)
     }
 
     pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {

@@ -27,9 +27,12 @@ use crate::message::Recipient;
 /// latest status kept after its last status event (as in Redis).
 const KEPT_FOR_MS: i64 = 7 * 86_400_000;
 
-/// An event's payload is kept once, in `events.json`: a message's latest status points at its
-/// event (`latest_statuses.event_seq`) rather than copying the payload. (`statuses`, which did,
-/// is dropped: those messages' status reads ask Qikchat until their next status event.)
+/// An event's payload is kept once, in `events.json`: a message's latest status
+/// (`latest_statuses.event_seq`) and each delivery (`deliveries.event_seq`) point at its event
+/// rather than copying it. (`statuses`, which did copy it, is dropped: those messages' status reads
+/// ask Qikchat until their next status event. Deliveries stored before `event_seq` keep their
+/// `body`.) `events.bytes` is the size of `json`, and the one row of `usage` their sum, kept by
+/// triggers: what `RELAY_WEBHOOK_STORE_MAX_MB` bounds.
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
     json TEXT NOT NULL,
     received_at INTEGER NOT NULL,
     routed INTEGER NOT NULL DEFAULT 0,
-    lease_until INTEGER NOT NULL DEFAULT 0
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_unrouted ON events (routed, seq);
 CREATE INDEX IF NOT EXISTS events_forgotten ON events (routed, received_at);
@@ -53,7 +57,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     due_at INTEGER NOT NULL,
     dead_at INTEGER,
-    last_error TEXT NOT NULL DEFAULT ''
+    last_error TEXT NOT NULL DEFAULT '',
+    event_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead_at, due_at);
 CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (order_key, seq);
@@ -84,8 +89,44 @@ CREATE INDEX IF NOT EXISTS latest_statuses_expiry ON latest_statuses (updated_at
 CREATE INDEX IF NOT EXISTS latest_statuses_event ON latest_statuses (event_seq);
 ";
 
+/// Where [`make_room`] stops dropping, as a share of `RELAY_WEBHOOK_STORE_MAX_MB`: 10% of the bound
+/// is freed at once, so the search for delivered events runs once per tenth of the bound filled,
+/// not on every event of a full store.
+const ROOM_AFTER_DROPPING: f64 = 0.9;
+
+/// Columns added after the first release, for a database made by an older relay.
+const ADDED_COLUMNS: [(&str, &str, &str); 2] = [
+    ("events", "bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("deliveries", "event_seq", "INTEGER"),
+];
+
+/// Run after [`ADDED_COLUMNS`]: what uses them.
+const SCHEMA_ON_ADDED_COLUMNS: &str = "
+UPDATE events SET bytes = length(CAST(json AS BLOB)) WHERE bytes = 0;
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq);
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO usage (id, bytes) VALUES (1, (SELECT total(bytes) FROM events));
+CREATE TRIGGER IF NOT EXISTS usage_on_insert AFTER INSERT ON events
+BEGIN UPDATE usage SET bytes = bytes + NEW.bytes WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS usage_on_delete AFTER DELETE ON events
+BEGIN UPDATE usage SET bytes = bytes - OLD.bytes WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS usage_on_update AFTER UPDATE OF bytes ON events
+BEGIN UPDATE usage SET bytes = bytes - OLD.bytes + NEW.bytes WHERE id = 1; END;
+";
+
+/// An event no delivery still needs: routed, and none of its deliveries pending or dead. Such
+/// events are kept only to recognise duplicates and to answer status reads, so they are the ones
+/// dropped, oldest first, to make room (SQL, on the table `events`).
+const DELIVERED: &str = "events.routed = 1
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)";
+
 pub struct SqliteStore {
     db: Mutex<Connection>,
+    /// `RELAY_WEBHOOK_STORE_MAX_MB` in bytes: what the events' payloads may take.
+    max_bytes: i64,
     /// The same database with `synchronous=NORMAL`, for [`SqliteStore::remember_owner`].
     owners: Mutex<Connection>,
     /// Why the last write failed (disk full, read-only, I/O error), until a write succeeds:
@@ -94,8 +135,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) `dir/webhooks.sqlite3`, creating `dir` if needed.
-    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+    /// Opens (or creates) `dir/webhooks.sqlite3`, creating `dir` if needed, with its events'
+    /// payloads bounded to `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("webhooks.sqlite3");
@@ -103,6 +145,22 @@ impl SqliteStore {
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         db.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         db.execute_batch(SCHEMA).map_err(sql)?;
+        for (table, column, definition) in ADDED_COLUMNS {
+            let exists: bool = db
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    params![table, column],
+                    |row| row.get::<_, i64>(0).map(|n| n > 0),
+                )
+                .map_err(sql)?;
+            if !exists {
+                db.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                ))
+                .map_err(sql)?;
+            }
+        }
+        db.execute_batch(SCHEMA_ON_ADDED_COLUMNS).map_err(sql)?;
         let owners = Connection::open(&path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         owners.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
@@ -112,6 +170,7 @@ impl SqliteStore {
             .map_err(sql)?;
         Ok(Arc::new(Self {
             db: Mutex::new(db),
+            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
             owners: Mutex::new(owners),
             write_failure: Mutex::new(None),
         }))
@@ -203,46 +262,71 @@ impl SqliteStore {
     pub async fn ingest(self: &Arc<Self>, event: &Event) -> Result<Ingested, StoreError> {
         let event = event.clone();
         let json = serde_json::to_string(&event).map_err(|e| StoreError(e.to_string()))?;
-        self.run(move |tx, now| {
-            let forgotten = now.saturating_sub(KEPT_FOR_MS);
-            tx.execute(
-                "DELETE FROM latest_statuses WHERE updated_at < ?1",
-                params![forgotten],
-            )?;
-            // An old event that is still a message's latest status is kept with it.
-            tx.execute(
-                "DELETE FROM events WHERE routed = 1 AND received_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM latest_statuses s WHERE s.event_seq = events.seq)",
-                params![forgotten],
-            )?;
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO events (key, json, received_at) VALUES (?1, ?2, ?3)",
-                params![event.key, json, now],
-            )?;
-            if inserted == 0 {
-                return Ok(Ingested::Duplicate);
-            }
-            let seq = tx.last_insert_rowid();
-            if let (Kind::Status, Some(status)) = (event.kind, &event.status) {
+        let bytes = i64::try_from(json.len()).unwrap_or(i64::MAX);
+        let max_bytes = self.max_bytes;
+        let ingested = self
+            .run(move |tx, now| {
+                let forgotten = now.saturating_sub(KEPT_FOR_MS);
                 tx.execute(
-                    "INSERT INTO latest_statuses (message_id, rank, status, event_seq, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (message_id) DO UPDATE SET
-                         rank = excluded.rank, status = excluded.status,
-                         event_seq = excluded.event_seq, updated_at = excluded.updated_at
-                     WHERE excluded.rank >= latest_statuses.rank",
-                    params![event.message_id, status_rank(status), status, seq, now],
+                    "DELETE FROM latest_statuses WHERE updated_at < ?1",
+                    params![forgotten],
                 )?;
-                // A status that does not replace the latest one still keeps it.
+                // An old event that is still a message's latest status is kept with it.
                 tx.execute(
-                    "UPDATE latest_statuses SET updated_at = ?2 WHERE message_id = ?1",
-                    params![event.message_id, now],
+                    &format!(
+                        "DELETE FROM events WHERE {DELIVERED} AND received_at < ?1
+                         AND NOT EXISTS (SELECT 1 FROM latest_statuses s
+                                         WHERE s.event_seq = events.seq)"
+                    ),
+                    params![forgotten],
                 )?;
-            }
-            Ok(Ingested::Stored)
-        })
-        .await
-        .inspect(|_| self.wrote())
+                let duplicate = tx
+                    .query_row(
+                        "SELECT 1 FROM events WHERE key = ?1",
+                        params![event.key],
+                        |_| Ok(()),
+                    )
+                    .optional()?;
+                if duplicate.is_some() {
+                    return Ok(Ingested::Duplicate);
+                }
+                if !make_room(tx, bytes, max_bytes)? {
+                    return Ok(Ingested::Full);
+                }
+                tx.execute(
+                    "INSERT INTO events (key, json, received_at, bytes) VALUES (?1, ?2, ?3, ?4)",
+                    params![event.key, json, now, bytes],
+                )?;
+                let seq = tx.last_insert_rowid();
+                if let (Kind::Status, Some(status)) = (event.kind, &event.status) {
+                    tx.execute(
+                        "INSERT INTO latest_statuses (message_id, rank, status, event_seq, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (message_id) DO UPDATE SET
+                             rank = excluded.rank, status = excluded.status,
+                             event_seq = excluded.event_seq, updated_at = excluded.updated_at
+                         WHERE excluded.rank >= latest_statuses.rank",
+                        params![event.message_id, status_rank(status), status, seq, now],
+                    )?;
+                    // A status that does not replace the latest one still keeps it.
+                    tx.execute(
+                        "UPDATE latest_statuses SET updated_at = ?2 WHERE message_id = ?1",
+                        params![event.message_id, now],
+                    )?;
+                }
+                Ok(Ingested::Stored)
+            })
+            .await?;
+        // A refusal for room wrote nothing, yet shows the store can be written.
+        self.wrote();
+        Ok(ingested)
+    }
+
+    /// The bytes the events' payloads take now.
+    pub async fn bytes(self: &Arc<Self>) -> Result<u64, StoreError> {
+        self.run(|tx, _| tx.query_row("SELECT bytes FROM usage WHERE id = 1", [], |row| row.get(0)))
+            .await
+            .map(|bytes: i64| u64::try_from(bytes).unwrap_or(0))
     }
 
     pub async fn unrouted(
@@ -303,9 +387,9 @@ impl SqliteStore {
             }
             for d in &deliveries {
                 tx.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, caller, url, order_key, body, due_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![d.id, d.caller, d.url, d.order_key, d.body, now],
+                    "INSERT OR IGNORE INTO deliveries (id, caller, url, order_key, body, due_at, event_seq)
+                     VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
+                    params![d.id, d.caller, d.url, d.order_key, now, seq],
                 )?;
             }
             tx.execute("UPDATE events SET routed = 1 WHERE seq = ?1", params![seq])?;
@@ -330,7 +414,8 @@ impl SqliteStore {
                                        WHERE e.order_key = d.order_key AND e.dead_at IS NULL
                                          AND e.seq < d.seq)
                      ORDER BY d.due_at, d.seq LIMIT ?3)
-                 RETURNING id, caller, url, order_key, body, attempts",
+                 RETURNING id, caller, url, order_key, attempts,
+                     (SELECT json FROM events WHERE seq = event_seq), body",
             )?;
             let claimed = claim
                 .query_map(params![now + lease, now, limit as i64], |row| {
@@ -339,8 +424,8 @@ impl SqliteStore {
                         caller: row.get(1)?,
                         url: row.get(2)?,
                         order_key: row.get(3)?,
-                        body: row.get(4)?,
-                        attempts: row.get(5)?,
+                        attempts: row.get(4)?,
+                        body: delivery_body(row.get(5)?, row.get(6)?),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -389,12 +474,14 @@ impl SqliteStore {
     ) -> Result<Vec<DeadLetter>, StoreError> {
         self.run(move |tx, _| {
             let mut query = tx.prepare(
-                "SELECT id, caller, url, attempts, last_error, dead_at, body FROM deliveries
+                "SELECT id, caller, url, attempts, last_error, dead_at,
+                     (SELECT json FROM events WHERE seq = event_seq), body
+                 FROM deliveries
                  WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, seq DESC LIMIT ?1",
             )?;
             let letters = query
                 .query_map(params![limit as i64], |row| {
-                    let body: String = row.get(6)?;
+                    let body = delivery_body(row.get(6)?, row.get(7)?);
                     Ok(DeadLetter {
                         id: row.get(0)?,
                         caller: row.get(1)?,
@@ -514,6 +601,62 @@ impl SqliteStore {
             .optional()
         })
         .await
+    }
+}
+
+/// Makes room for `bytes` more under `max_bytes` by dropping the JSON of delivered events, oldest
+/// first, and the latest statuses that pointed at them (those messages' status reads ask Qikchat
+/// again). The row stays, without its JSON, so Qikchat delivering the event again is still a
+/// duplicate; it goes with the others after [`KEPT_FOR_MS`].
+/// Once over, it drops down to [`ROOM_AFTER_DROPPING`] of the bound, so that a full store drops
+/// in batches rather than on every event. `false` when the events still to deliver alone leave no
+/// room for `bytes`.
+fn make_room(tx: &rusqlite::Transaction<'_>, bytes: i64, max_bytes: i64) -> rusqlite::Result<bool> {
+    let used = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<i64> {
+        tx.query_row("SELECT bytes FROM usage WHERE id = 1", [], |row| row.get(0))
+    };
+    if used(tx)?.saturating_add(bytes) <= max_bytes {
+        return Ok(true);
+    }
+    let target = (max_bytes as f64 * ROOM_AFTER_DROPPING) as i64;
+    let mut oldest = tx.prepare_cached(&format!(
+        "SELECT seq FROM events WHERE {DELIVERED} AND bytes > 0 ORDER BY seq LIMIT 256"
+    ))?;
+    let mut dropped = 0_u64;
+    while used(tx)?.saturating_add(bytes) > target {
+        let seqs = oldest
+            .query_map([], |row| row.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if seqs.is_empty() {
+            break;
+        }
+        for seq in seqs {
+            tx.execute(
+                "DELETE FROM latest_statuses WHERE event_seq = ?1",
+                params![seq],
+            )?;
+            tx.execute(
+                "UPDATE events SET json = 'null', bytes = 0 WHERE seq = ?1",
+                params![seq],
+            )?;
+            dropped += 1;
+            if used(tx)?.saturating_add(bytes) <= target {
+                break;
+            }
+        }
+    }
+    if dropped > 0 {
+        metrics::counter!("relay_webhook_store_dropped_total").increment(dropped);
+    }
+    Ok(used(tx)?.saturating_add(bytes) <= max_bytes)
+}
+
+/// A delivery's body: built from its event, or, for a delivery stored by an older relay, the copy
+/// it kept.
+fn delivery_body(event_json: Option<String>, kept: String) -> String {
+    match event_json.map(|json| serde_json::from_str::<Event>(&json)) {
+        Some(Ok(event)) => super::event::body(&event),
+        _ => kept,
     }
 }
 

@@ -56,8 +56,6 @@ pub struct NewDelivery {
     pub url: String,
     /// Deliveries with the same key go out one at a time, oldest first: caller + message id.
     pub order_key: String,
-    /// The JSON body, built once: every attempt sends the same bytes.
-    pub body: String,
 }
 
 /// A delivery claimed by [`Store::due`].
@@ -67,6 +65,8 @@ pub struct Delivery {
     pub caller: String,
     pub url: String,
     pub order_key: String,
+    /// The JSON body, built from the stored event ([`super::event::body`], the same bytes on every
+    /// attempt): a delivery points at its event rather than keeping a copy of its payload.
     pub body: String,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -110,6 +110,9 @@ pub enum Ingested {
     Stored,
     /// The same event was stored before: dropped.
     Duplicate,
+    /// Not stored: events not yet delivered fill `RELAY_WEBHOOK_STORE_MAX_MB` by themselves (the
+    /// delivered ones were dropped to make room first). Qikchat is answered 503 and retries.
+    Full,
 }
 
 #[derive(Debug, thiserror::Error)]

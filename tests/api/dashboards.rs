@@ -38,13 +38,14 @@ const PANELS: [&str; 12] = [
     "Webhook deliveries by outcome",
 ];
 
-const ALERT_NAMES: [&str; 6] = [
+const ALERT_NAMES: [&str; 7] = [
     "QikchatRelayQikchatFailing",
     "QikchatRelayErrorRatioHigh",
     "QikchatRelayQikchatLatencyHigh",
     "QikchatRelayShedding",
     "QikchatRelayDown",
     "QikchatRelayWebhookDeadLetters",
+    "QikchatRelayWebhookStoreFull",
 ];
 
 fn read(file: &str) -> String {

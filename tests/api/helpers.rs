@@ -1,6 +1,6 @@
 //! Starting a relay against a fake Qikchat, and calling it.
 
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use qikchat_relay::{app::App, config::Config};
 use serde_json::{Value, json};
@@ -150,6 +150,11 @@ pub struct Redis {
 
 impl Redis {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A `redis-server` with `extra` arguments (e.g. `--maxmemory 2mb`).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -165,6 +170,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server runs (bash tests/run.sh installs it)");
@@ -377,4 +383,43 @@ pub fn named_fields(problem: &Value) -> Vec<String> {
         .unwrap_or_default();
     fields.sort();
     fields
+}
+
+/// The samples of a Prometheus text exposition: (name, labels) -> value.
+pub fn samples(exposition: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    let mut samples = BTreeMap::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+            .collect();
+        if let Ok(value) = value.parse() {
+            samples.insert((name.to_owned(), labels), value);
+        }
+    }
+    samples
+}
+
+pub fn value(
+    samples: &BTreeMap<(String, BTreeMap<String, String>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    samples
+        .get(&(name.to_owned(), labels.clone()))
+        .copied()
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
 }

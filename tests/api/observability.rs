@@ -2,7 +2,7 @@
 //! audit trail, and OpenTelemetry spans received by a local OTLP collector. Each test runs the
 //! real binary, so its metrics and logs are its own and can be counted exactly.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
@@ -17,7 +17,7 @@ use wiremock::{
 };
 
 use crate::{
-    helpers::{KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_success, settings},
+    helpers::{KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_success, samples, settings, value},
     process::{Relay, start},
 };
 
@@ -88,45 +88,6 @@ async fn post(
         request = request.header("Idempotency-Key", key);
     }
     request.send().await.expect("the relay answers")
-}
-
-/// The samples of a Prometheus text exposition: (name, labels) -> value.
-fn samples(exposition: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-    let mut samples = BTreeMap::new();
-    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, labels)) => (name, labels.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        let labels = labels
-            .split("\",")
-            .filter(|pair| !pair.is_empty())
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-            .collect();
-        if let Ok(value) = value.parse() {
-            samples.insert((name.to_owned(), labels), value);
-        }
-    }
-    samples
-}
-
-fn value(
-    samples: &BTreeMap<(String, BTreeMap<String, String>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    let labels: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    samples
-        .get(&(name.to_owned(), labels.clone()))
-        .copied()
-        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use qikchat_relay::message::Recipient;
 use qikchat_relay::webhooks::{
-    Event, Ingested, Kind, NewDelivery, Owner, Store, redis_store::RedisStore,
+    Event, Ingested, Kind, NewDelivery, Owner, Store, event, redis_store::RedisStore,
     sqlite_store::SqliteStore,
 };
 use serde_json::json;
@@ -15,6 +15,9 @@ use crate::helpers::{Redis, TempDir};
 
 /// Long enough that nothing expires while a test looks, short enough not to matter.
 const LONG: Duration = Duration::from_secs(30);
+
+/// A bound on the stored events no test here reaches (but the one about the bound).
+const UNBOUNDED: u64 = 1 << 40;
 
 /// What keeps a store's data alive while the test runs: its redis-server, or its directory.
 #[allow(dead_code)]
@@ -25,17 +28,35 @@ enum Backing {
 
 fn redis_store(redis: &Redis, consumer: &str) -> Store {
     Store::Redis(
-        RedisStore::new(&redis.url, Duration::from_secs(2), consumer.to_owned())
-            .expect("a Redis store"),
+        RedisStore::new(
+            &redis.url,
+            Duration::from_secs(2),
+            consumer.to_owned(),
+            UNBOUNDED,
+        )
+        .expect("a Redis store"),
     )
 }
 
 /// One fresh, empty store of each backend, named for the assertions.
 async fn stores() -> Vec<(&'static str, Store, Backing)> {
+    stores_bounded(UNBOUNDED).await
+}
+
+/// As [`stores`], the events bounded to `max_bytes`.
+async fn stores_bounded(max_bytes: u64) -> Vec<(&'static str, Store, Backing)> {
     let redis = Redis::start().await;
-    let redis_one = redis_store(&redis, "test-replica-1");
+    let redis_one = Store::Redis(
+        RedisStore::new(
+            &redis.url,
+            Duration::from_secs(2),
+            "test-replica-1".to_owned(),
+            max_bytes,
+        )
+        .expect("a Redis store"),
+    );
     let dir = TempDir::new();
-    let sqlite = Store::Sqlite(SqliteStore::open(&dir.0).expect("an SQLite store"));
+    let sqlite = Store::Sqlite(SqliteStore::open(&dir.0, max_bytes).expect("an SQLite store"));
     vec![
         ("sqlite", sqlite, Backing::Dir(dir)),
         ("redis", redis_one, Backing::Redis(redis)),
@@ -74,7 +95,6 @@ fn delivery(id: &str, order_key: &str) -> NewDelivery {
         caller: "billing".to_owned(),
         url: "https://billing.internal/hooks".to_owned(),
         order_key: order_key.to_owned(),
-        body: json!({"id": id, "type": "message.status"}).to_string(),
     }
 }
 
@@ -231,10 +251,10 @@ async fn deliveries_of_one_order_key_go_one_at_a_time_in_order() {
                 &expected.caller,
                 &expected.url,
                 &expected.order_key,
-                &expected.body,
+                &event::body(&status_event("m1", "sent")),
                 0
             ),
-            "{name}: the delivery as routed"
+            "{name}: the delivery as routed, its body built from its event"
         );
 
         store.delivered("d0").await.unwrap();
@@ -310,8 +330,9 @@ async fn a_delivery_out_of_attempts_is_a_dead_letter_and_the_next_goes_on() {
         assert_eq!(letter.last_error, "HTTP 410 Gone", "{name}");
         assert_eq!(
             letter.body,
-            json!({"id": "d1", "type": "message.status"}),
-            "{name}"
+            serde_json::from_str::<serde_json::Value>(&event::body(&status_event("m1", "sent")))
+                .unwrap(),
+            "{name}: the event as it would be delivered"
         );
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -577,7 +598,7 @@ async fn owners_and_last_senders_are_remembered_for_their_ttl() {
 #[tokio::test]
 async fn the_embedded_store_forgets_a_status_a_week_after_its_last_event() {
     let dir = TempDir::new();
-    let store = Store::Sqlite(SqliteStore::open(&dir.0).expect("an SQLite store"));
+    let store = Store::Sqlite(SqliteStore::open(&dir.0, UNBOUNDED).expect("an SQLite store"));
     let db = rusqlite::Connection::open(dir.0.join("webhooks.sqlite3")).expect("the database");
     let days_pass = |message_id: &str, days: i64| {
         db.execute(
@@ -733,7 +754,13 @@ async fn an_unreachable_redis_is_an_error_that_does_not_name_it() {
     let url = redis.url.clone();
     redis.stop();
     let store = Store::Redis(
-        RedisStore::new(&url, Duration::from_millis(200), "replica-1".to_owned()).unwrap(),
+        RedisStore::new(
+            &url,
+            Duration::from_millis(200),
+            "replica-1".to_owned(),
+            UNBOUNDED,
+        )
+        .unwrap(),
     );
     let error = store
         .ingest(&inbound_event("in-0"))
@@ -760,7 +787,7 @@ fn used_bytes(dir: &TempDir) -> i64 {
 #[tokio::test]
 async fn the_embedded_store_keeps_a_status_events_payload_once() {
     let dir = TempDir::new();
-    let store = Store::Sqlite(SqliteStore::open(&dir.0).expect("an SQLite store"));
+    let store = Store::Sqlite(SqliteStore::open(&dir.0, UNBOUNDED).expect("an SQLite store"));
     let before = used_bytes(&dir);
     let mut event = status_event("m-big", "delivered");
     let payload_bytes = 20_000;
@@ -787,4 +814,176 @@ async fn the_embedded_store_keeps_a_status_events_payload_once() {
         payload, event.payload,
         "the latest status still reads the payload"
     );
+}
+
+#[tokio::test]
+async fn an_events_payload_is_kept_once_however_many_deliveries_it_has() {
+    let payload_bytes = 20_000;
+    let mut event = status_event("m-big", "delivered");
+    event.payload["filler"] = json!("x".repeat(payload_bytes));
+    let event_bytes = serde_json::to_string(&event).unwrap().len() as u64;
+    for (name, store, backing) in stores().await {
+        let before = held_bytes(&backing).await;
+        let deliveries = [
+            delivery("d1", "billing:m-big"),
+            delivery("d2", "alerts:m-big"),
+            delivery("d3", "ops:m-big"),
+        ];
+        ingest_and_route(name, &store, &event, &deliveries).await;
+
+        assert_eq!(store.bytes().await.unwrap(), event_bytes, "{name}");
+        let grown = held_bytes(&backing).await - before;
+        // One copy and its overhead; a copy per delivery and the latest status would be 100 KB.
+        assert!(
+            grown < (payload_bytes as i64) * 3 / 2,
+            "{name}: the store grew by {grown} bytes for a {payload_bytes}-byte payload and 3 deliveries"
+        );
+        let due = store.due(10, LONG).await.unwrap();
+        assert_eq!(due.len(), 3, "{name}");
+        for d in &due {
+            assert_eq!(
+                d.body,
+                event::body(&event),
+                "{name}: {} gets the whole event",
+                d.id
+            );
+        }
+        for d in &due {
+            store.delivered(&d.id).await.unwrap();
+        }
+        let latest = store.latest_status("m-big").await.unwrap().expect("kept");
+        let payload: serde_json::Value = serde_json::from_str(&latest.payload).unwrap();
+        assert_eq!(
+            payload, event.payload,
+            "{name}: delivered, still read for status"
+        );
+    }
+}
+
+/// What the backend really holds: the SQLite pages in use, or Redis's memory for the store's keys.
+async fn held_bytes(backing: &Backing) -> i64 {
+    match backing {
+        Backing::Dir(dir) => used_bytes(dir),
+        Backing::Redis(redis) => {
+            let client = redis::Client::open(redis.url.as_str()).expect("a client");
+            let mut connection = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("a connection");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("qikchat-relay:webhooks:*")
+                .query_async(&mut connection)
+                .await
+                .expect("KEYS");
+            let mut total = 0;
+            for key in keys {
+                let bytes: Option<i64> = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+                    .expect("MEMORY USAGE");
+                total += bytes.unwrap_or(0);
+            }
+            total
+        }
+    }
+}
+
+#[tokio::test]
+async fn past_its_bound_the_store_drops_delivered_events_oldest_first_and_refuses_only_for_undelivered_ones()
+ {
+    let event = |n: usize| status_event(&format!("m{n:02}"), "delivered");
+    let size = serde_json::to_string(&event(0)).unwrap().len() as u64;
+    for (name, store, _backing) in stores_bounded(10 * size).await {
+        let ingest = |n: usize| {
+            let store = store.clone();
+            async move { store.ingest(&event(n)).await.unwrap() }
+        };
+        let latest = |n: usize| {
+            let store = store.clone();
+            async move {
+                store
+                    .latest_status(&format!("m{n:02}"))
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        // Six events delivered, four routed but not delivered yet: the store is full.
+        for n in 0..10 {
+            let d = delivery(&format!("d{n:02}"), &format!("billing:m{n:02}"));
+            ingest_and_route(name, &store, &event(n), &[d]).await;
+        }
+        for n in 0..6 {
+            store.delivered(&format!("d{n:02}")).await.unwrap();
+        }
+        assert_eq!(store.bytes().await.unwrap(), 10 * size, "{name}");
+
+        // One more: the two oldest delivered events go (a tenth of the bound freed at once).
+        assert_eq!(ingest(10).await, Ingested::Stored, "{name}");
+        assert!(
+            !latest(0).await && !latest(1).await,
+            "{name}: m00 and m01 dropped"
+        );
+        assert!(latest(2).await, "{name}: m02 kept");
+        assert!(latest(6).await, "{name}: undelivered m06 kept");
+        assert_eq!(store.bytes().await.unwrap(), 9 * size, "{name}");
+        // Qikchat delivering a dropped event again is still a duplicate.
+        assert_eq!(ingest(0).await, Ingested::Duplicate, "{name}");
+
+        // Until only events still to deliver are left: then new events are refused.
+        for n in 11..16 {
+            assert_eq!(ingest(n).await, Ingested::Stored, "{name}: m{n}");
+        }
+        assert_eq!(ingest(16).await, Ingested::Full, "{name}");
+        assert_eq!(
+            store.bytes().await.unwrap(),
+            10 * size,
+            "{name}: never past the bound"
+        );
+        for n in 2..6 {
+            assert!(!latest(n).await, "{name}: delivered m{n:02} dropped");
+        }
+        // Refused, the event is not remembered: Qikchat's retry is stored once there is room.
+        store.delivered("d06").await.unwrap();
+        assert_eq!(ingest(16).await, Ingested::Stored, "{name}");
+        assert!(latest(16).await, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_store_made_by_an_older_relay_opens_and_delivers_what_it_held() {
+    let dir = TempDir::new();
+    {
+        // The tables as the previous release made them: no `bytes`, no `event_seq`.
+        let db = rusqlite::Connection::open(dir.0.join("webhooks.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,
+                 json TEXT NOT NULL, received_at INTEGER NOT NULL,
+                 routed INTEGER NOT NULL DEFAULT 0, lease_until INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                 caller TEXT NOT NULL, url TEXT NOT NULL, order_key TEXT NOT NULL,
+                 body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
+                 dead_at INTEGER, last_error TEXT NOT NULL DEFAULT '');
+             INSERT INTO deliveries (id, caller, url, order_key, body, due_at)
+                 VALUES ('old', 'billing', 'https://billing.internal/hooks', 'billing:m0',
+                         '{\"kept\":true}', 0);",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&inbound_event("in-old")).unwrap();
+        db.execute(
+            "INSERT INTO events (key, json, received_at, routed) VALUES ('inbound:in-old', ?1, 0, 0)",
+            rusqlite::params![json],
+        )
+        .unwrap();
+    }
+    let store = Store::Sqlite(SqliteStore::open(&dir.0, UNBOUNDED).expect("opens"));
+    let due = store.due(10, LONG).await.unwrap();
+    assert_eq!(ids(&due), ["old"]);
+    assert_eq!(due[0].body, r#"{"kept":true}"#, "the body it kept");
+    let unrouted = store.unrouted(10, LONG).await.unwrap();
+    assert_eq!(unrouted.len(), 1, "the event it held");
+    let json = serde_json::to_string(&inbound_event("in-old")).unwrap();
+    assert_eq!(store.bytes().await.unwrap(), json.len() as u64, "counted");
 }

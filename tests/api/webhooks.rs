@@ -10,7 +10,8 @@ use wiremock::{
 };
 
 use crate::helpers::{
-    OTHER_TOKEN, RECIPIENT, TOKEN, TempDir, TestApp, problem, qikchat_success, spawn_app_with,
+    OTHER_TOKEN, RECIPIENT, TOKEN, TempDir, TestApp, problem, qikchat_success, samples,
+    spawn_app_with, value,
 };
 
 pub const WEBHOOK_SECRET: &str = "hook-SENTINEL-path-secret-0123";
@@ -715,11 +716,7 @@ async fn a_full_disk_refuses_webhook_events_with_503_and_readiness_says_why_unti
         &[("RELAY_DATA_DIR", data.to_str().expect("UTF-8"))],
     )
     .await;
-    let big = |n: usize| {
-        let mut event = inbound_event(&format!("in-{n}"), "hello");
-        event["message"]["payload"]["filler"] = json!("x".repeat(20_000));
-        event
-    };
+    let big = |n: usize| big_inbound(&format!("in-{n}"), 20_000);
     assert_eq!(app.get("/readyz").await.status(), 200);
     let filler = disk.fill();
 
@@ -742,4 +739,193 @@ async fn a_full_disk_refuses_webhook_events_with_503_and_readiness_says_why_unti
     assert_eq!(app.get("/readyz").await.status(), 200);
     let stored = post_event(&app.http, &app.url(""), &big(1000)).await;
     assert_eq!(stored.status(), 200);
+}
+
+/// A customer's message carrying `filler` bytes, so that a few fill a small store.
+fn big_inbound(id: &str, filler: usize) -> Value {
+    let mut event = inbound_event(id, "hello");
+    event["message"]["payload"]["filler"] = json!("x".repeat(filler));
+    event
+}
+
+/// `RELAY_WEBHOOK_STORE_MAX_MB=1` in `store` (embedded or Redis), with 50 KB events: delivered
+/// events make room for new ones, events still to deliver are never dropped, and once they alone
+/// fill the bound an event is refused 503 `overloaded` (Qikchat retries) until they are delivered.
+async fn bounded_store(store: &[(&str, &str)]) {
+    const EVENT_BYTES: usize = 50_000;
+    let dir = TempDir::new();
+    let subscriber = MockServer::start().await;
+    subscriber_accepts(&subscriber, "/alerts/inbound").await;
+    let mut settings = vec![("RELAY_WEBHOOK_STORE_MAX_MB", "1")];
+    settings.extend_from_slice(store);
+    let app = relay(&dir, &subscriber, &settings).await;
+    let gauge = |name: &'static str| {
+        let app = &app;
+        async move { value(&samples(&app.scrape().await), name, &[]) }
+    };
+    assert_eq!(gauge("relay_webhook_store_max_bytes").await, 1_048_576.0);
+
+    // Three megabytes through a one-megabyte store, each event delivered before the next comes.
+    for n in 0..60 {
+        let answer = post_event(
+            &app.http,
+            &app.url(""),
+            &big_inbound(&format!("in-{n}"), EVENT_BYTES),
+        )
+        .await;
+        assert_eq!(answer.status(), 200, "event {n}: {:?}", answer.text().await);
+        assert_eq!(
+            received(&subscriber, "/alerts/inbound", n + 1).await.len(),
+            n + 1
+        );
+    }
+    assert!(gauge("relay_webhook_store_bytes").await <= 1_048_576.0);
+    assert!(gauge("relay_webhook_store_dropped_total").await >= 30.0);
+    // A dropped event's payload is gone, not the memory of it: Qikchat's retry is a duplicate.
+    let again = post_event(&app.http, &app.url(""), &big_inbound("in-0", EVENT_BYTES)).await;
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["status"], "duplicate");
+
+    // The subscriber goes down: its events become dead letters, which are kept, never dropped.
+    subscriber.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/alerts/inbound"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&subscriber)
+        .await;
+    let mut refused = None;
+    for n in 0..60 {
+        let id = format!("held-{n}");
+        // Each from another customer, so that their deliveries fail side by side, not in turn.
+        let mut event = big_inbound(&id, EVENT_BYTES);
+        event["message"]["payload"]["contacts"][0]["to"] = json!(format!("+91808080{n:04}"));
+        let answer = post_event(&app.http, &app.url(""), &event).await;
+        if answer.status() != 200 {
+            refused = Some((n, event, answer));
+            break;
+        }
+    }
+    let (held, refused_event, refused) =
+        refused.expect("the store refuses once undelivered events fill it");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = problem(refused, 503, "overloaded").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RELAY_WEBHOOK_STORE_MAX_MB"),
+        "{body}"
+    );
+    let full = value(
+        &samples(&app.scrape().await),
+        "relay_webhook_events_total",
+        &[("kind", "inbound"), ("result", "full")],
+    );
+    assert!(full >= 1.0, "{full}");
+
+    // Fixed and replayed, the held events are delivered, and the refused one is taken on retry.
+    let mut letters = Vec::new();
+    for _ in 0..1500 {
+        letters = app
+            .get_as(ADMIN_TOKEN, "/webhooks/dead-letters?limit=100")
+            .await
+            .json::<Vec<Value>>()
+            .await
+            .expect("json");
+        if letters.len() >= held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(letters.len(), held, "every held event became a dead letter");
+    subscriber.reset().await;
+    subscriber_accepts(&subscriber, "/alerts/inbound").await;
+    for letter in &letters {
+        let id = letter["id"].as_str().expect("an id");
+        let replayed = app
+            .http
+            .post(app.url(&format!("/webhooks/dead-letters/{id}/replay")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(replayed.status(), 202);
+    }
+    let delivered = received(&subscriber, "/alerts/inbound", held).await;
+    assert_eq!(
+        distinct_ids(&delivered).len(),
+        held,
+        "each held event is delivered"
+    );
+    let mut retried = None;
+    for _ in 0..100 {
+        let answer = post_event(&app.http, &app.url(""), &refused_event).await;
+        if answer.status() == 200 {
+            retried = Some(answer.json::<Value>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        retried.expect("taken once there is room")["status"],
+        "stored"
+    );
+}
+
+#[tokio::test]
+async fn the_embedded_store_keeps_to_its_bound_and_refuses_only_when_undelivered_events_fill_it() {
+    let dir = TempDir::new();
+    let data = dir.0.join("bounded");
+    bounded_store(&[("RELAY_DATA_DIR", data.to_str().expect("UTF-8"))]).await;
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_to_its_bound_and_refuses_only_when_undelivered_events_fill_it() {
+    let redis = crate::helpers::Redis::start().await;
+    bounded_store(&[("RELAY_REDIS_URL", &redis.url)]).await;
+}
+
+#[tokio::test]
+async fn a_redis_out_of_memory_refuses_webhook_events_with_503_and_readiness_says_why_until_it_has_room()
+ {
+    let redis = crate::helpers::Redis::start_with(&["--maxmemory-policy", "noeviction"]).await;
+    let dir = TempDir::new();
+    let subscriber = MockServer::start().await;
+    subscriber_accepts(&subscriber, "/alerts/inbound").await;
+    let app = relay(&dir, &subscriber, &[("RELAY_REDIS_URL", &redis.url)]).await;
+    let raw = redis::Client::open(redis.url.as_str())
+        .expect("a client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a connection");
+    let max_memory = |bytes: &'static str| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("maxmemory").arg(bytes);
+        let raw = raw.clone();
+        async move {
+            let mut raw = raw;
+            let (): () = cmd.query_async(&mut raw).await.expect("CONFIG SET");
+        }
+    };
+    let stored = post_event(&app.http, &app.url(""), &big_inbound("before", 20_000)).await;
+    assert_eq!(stored.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // Redis out of memory (maxmemory below what it holds, no eviction): it refuses every write.
+    max_memory("1").await;
+    let refused = post_event(&app.http, &app.url(""), &big_inbound("refused", 20_000)).await;
+    problem(refused, 503, "upstream_unavailable").await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let health: Value = ready.json().await.expect("json");
+    assert_eq!(health["status"], "store_unwritable");
+
+    max_memory("0").await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let stored = post_event(&app.http, &app.url(""), &big_inbound("refused", 20_000)).await;
+    let stored: Value = stored.json().await.expect("json");
+    assert_eq!(
+        stored["status"], "stored",
+        "the refused event was not kept half-way"
+    );
 }
