@@ -52,7 +52,8 @@ RUN --mount=type=cache,id=qikchat-relay-cargo-registry,target=/usr/local/cargo/r
     set -eux; \
     find src -type f -exec touch {} +; \
     cargo build --release --locked --bin qikchat-relay; \
-    install -D -m 0755 target/release/qikchat-relay /out/qikchat-relay
+    install -D -m 0755 target/release/qikchat-relay /out/qikchat-relay; \
+    install -d -m 0700 /state
 
 # ---------------------------------------------------------------------------------------------
 # Runtime stage: glibc, libgcc, CA certificates (rustls reads the system store to verify
@@ -77,11 +78,19 @@ LABEL org.opencontainers.image.title="qikchat-relay" \
       org.opencontainers.image.base.name="${RUNTIME_IMAGE}"
 
 COPY --from=build /out/ /usr/local/bin/
+# RELAY_DATA_DIR: the embedded store (who sent each message, webhook events) when RELAY_REDIS_URL
+# is not set. The relay refuses to start where it cannot write it, and the root filesystem is
+# read-only in every deployment, so the directory is a volume owned by the relay's user: Docker and
+# Podman give it an anonymous volume (with that owner) when nothing is mounted there; mount a
+# persistent one to keep the store across containers.
+COPY --from=build --chown=65532:65532 /state /var/lib/qikchat-relay
+VOLUME ["/var/lib/qikchat-relay"]
 
 # Only non-secret defaults. The Qikchat key and the caller tokens are given at run time
 # (QIKCHAT_API_KEY_FILE pointing at a mounted secret, RELAY_CLIENTS from a secret), never here.
 ENV RELAY_LISTEN_ADDR=0.0.0.0:8080 \
-    RELAY_LOG_FORMAT=json
+    RELAY_LOG_FORMAT=json \
+    RELAY_DATA_DIR=/var/lib/qikchat-relay
 
 # A numeric user, so Kubernetes' runAsNonRoot can verify it without an /etc/passwd lookup; the
 # same uid as distroless' "nonroot", and set here so any RUNTIME_IMAGE runs the relay as non-root.

@@ -102,7 +102,7 @@ cleanup() {
             log "container logs:"
             "${PODMAN[@]}" logs "$CONTAINER" 2>&1 | tail -n 40 >&2 || true
         fi
-        "${PODMAN[@]}" rm --force --time 0 "$CONTAINER" > /dev/null 2>&1 || true
+        "${PODMAN[@]}" rm --force --volumes --time 0 "$CONTAINER" > /dev/null 2>&1 || true
     fi
     if [[ -n $CONTEXT_DIR ]]; then rm -rf "$CONTEXT_DIR"; fi
     if [[ -n $STAGE_DIR ]]; then rm -rf "$STAGE_DIR" "$STAGE_DIR.files"; fi
@@ -353,7 +353,10 @@ for label in title version revision created licenses; do
     [[ -n $(inspect "{{index .Labels \"org.opencontainers.image.$label\"}}") ]] || die "OCI label $label missing"
 done
 [[ $(inspect '{{json .Config.Healthcheck}}') == *'"healthcheck"'* ]] || die "no HEALTHCHECK"
-log "image config: user $user, port 8080, labels, healthcheck: ok"
+[[ $env_json == *'"RELAY_DATA_DIR=/var/lib/qikchat-relay"'* &&
+    $(inspect '{{json .Config.Volumes}}') == *'"/var/lib/qikchat-relay"'* ]] ||
+    die "RELAY_DATA_DIR is not the image's volume /var/lib/qikchat-relay"
+log "image config: user $user, port 8080, labels, healthcheck, data volume: ok"
 
 # ---------------------------------------------------------------------------------------------
 # Run it in sandbox mode, as Kubernetes would: non-root, read-only root, no capabilities
@@ -410,6 +413,11 @@ body = json.load(open(sys.argv[1]))
 assert body["id"].startswith("sandbox-"), body
 assert body["status"] == "queued", body
 EOF
+# The status read checks who sent the id, recorded in RELAY_DATA_DIR: the image's volume is
+# writable by the relay's user under a read-only root.
+message_id=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$CACHE_DIR/response.json")
+expect "GET /messages/{id} (its sender read from the data volume)" 200 \
+    -H "Authorization: Bearer $token" "$base/messages/$message_id"
 
 "${PODMAN[@]}" exec "$CONTAINER" /usr/local/bin/qikchat-relay healthcheck /healthz ||
     die "the image's health probe failed on /healthz"

@@ -229,6 +229,13 @@ for path in sys.argv[2:]:
               f"{label}: no Secret item is mounted at {key_file}")
     for name in list(settings) + list(env):
         check(known_variable(name), f"{label}: the relay does not read {name}")
+    # Without Redis the relay keeps its store in RELAY_DATA_DIR and will not start where it cannot
+    # write: under a read-only root that must be a mounted volume.
+    if "RELAY_REDIS_URL" not in env and "RELAY_REDIS_URL" not in settings:
+        data_dir = settings.get("RELAY_DATA_DIR", "/var/lib/qikchat-relay").rstrip("/")
+        check(any(m["mountPath"].rstrip("/") == data_dir and not m.get("readOnly")
+                  for m in container.get("volumeMounts", [])),
+              f"{label}: RELAY_DATA_DIR {data_dir} is not a writable mounted volume")
 
     check(hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"], f"{label}: HPA minReplicas > maxReplicas")
     check(hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"], f"{label}: HPA targets the Deployment")
@@ -246,7 +253,7 @@ if errors:
     print("\n".join("  - " + e for e in errors), file=sys.stderr)
     sys.exit(1)
 EOF
-log "rendered manifests keep their promises (security context, probes, drain, key file, no Secret)"
+log "rendered manifests keep their promises (security context, probes, drain, key file, data volume, no Secret)"
 
 # ---------------------------------------------------------------------------------------------
 # Compose
