@@ -40,6 +40,7 @@ use crate::{
     limits::Limiter,
     policy::Live,
     preflight::Preflight,
+    relay::Relay,
     routes::{self, BodyLimits},
     server, telemetry,
     webhooks::{
@@ -65,23 +66,11 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct AppState {
     /// Callers, their rules and the Qikchat accounts; reloaded when their files change.
     pub policy: Arc<Live>,
-    /// Callers' rates and quotas, accounts' pacing: in memory, or in Redis shared by replicas.
-    pub limiter: Arc<Limiter>,
-    /// One permit per send in flight to Qikchat (`RELAY_MAX_IN_FLIGHT`).
-    pub in_flight: Arc<Semaphore>,
-    pub max_in_flight: usize,
-    /// Set once shutdown starts: readiness fails and new sends are turned away.
-    pub draining: Arc<AtomicBool>,
+    /// The send pipeline and what it holds: limits, idempotency, link checks, permits, the store.
+    pub relay: Arc<Relay>,
     pub metrics: PrometheusHandle,
-    pub idempotency: Arc<Idempotency>,
-    pub preflight: Arc<Preflight>,
     /// Qikchat's webhooks and their fan-out, when `RELAY_WEBHOOK_SECRET` is set.
     pub webhooks: Option<Arc<Webhooks>>,
-    /// Who sent each message the relay answered with an id (always), and the webhook events
-    /// (with webhooks on): in `RELAY_DATA_DIR`, or in Redis.
-    pub store: WebhookStore,
-    /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
-    pub owner_ttl: Duration,
 }
 
 impl AppState {
@@ -139,27 +128,26 @@ impl AppState {
             Duration::from_secs(config.media_preflight_cache_s),
         )
         .map_err(std::io::Error::other)?;
-        Ok(Self {
-            preflight: Arc::new(preflight),
-            idempotency: Arc::new(Idempotency::new(
+        let relay = Relay {
+            preflight,
+            idempotency: Idempotency::new(
                 store,
                 config.idempotency_lease(),
                 config.idempotency_ttl(),
-            )),
-            webhooks,
+            ),
             store: message_store,
             owner_ttl: config.store.owner_ttl,
-            policy,
             limiter: Arc::new(limiter),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
-            draining: Arc::new(AtomicBool::new(false)),
+            draining: AtomicBool::new(false),
+        };
+        Ok(Self {
+            webhooks,
+            policy,
+            relay: Arc::new(relay),
             metrics,
         })
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -284,19 +272,20 @@ impl App {
             result = &mut server => return result.map_err(std::io::Error::other),
             () = shutdown => {}
         }
-        let in_flight = self.state.max_in_flight - self.state.in_flight.available_permits();
+        let relay = &self.state.relay;
+        let in_flight = relay.max_in_flight - relay.in_flight.available_permits();
         info!(
             in_flight,
             drain_timeout_ms = self.drain_timeout.as_millis() as u64,
             "shutting down: no new connections, draining requests in flight"
         );
-        self.state.draining.store(true, Ordering::Relaxed);
+        relay.draining.store(true, Ordering::Relaxed);
         stop.cancel();
 
         // Connections close once their answers are out; a send whose caller hung up is still in
         // flight after that, holding its permit. Both are waited for, within the drain timeout.
-        let in_flight = self.state.in_flight.clone();
-        let all_permits = self.state.max_in_flight as u32;
+        let in_flight = relay.in_flight.clone();
+        let all_permits = relay.max_in_flight as u32;
         let drained = async {
             let served = (&mut server).await;
             let _all_back = in_flight.acquire_many(all_permits).await;
@@ -308,7 +297,7 @@ impl App {
                 result.map_err(std::io::Error::other)
             }
             Err(_) => {
-                let in_flight = self.state.max_in_flight - self.state.in_flight.available_permits();
+                let in_flight = relay.max_in_flight - relay.in_flight.available_permits();
                 warn!(
                     in_flight,
                     "drain timeout reached; exiting with requests still in flight"

@@ -15,27 +15,8 @@ use subtle::ConstantTimeEq;
 use crate::{
     app::AppState,
     error::ApiError,
-    policy::{Account, Policy, Rules},
+    policy::{Caller, Policy},
 };
-
-/// The authenticated caller of a request, with the policy in force when the request arrived: a
-/// reload in the middle of a send changes nothing for it.
-#[derive(Clone)]
-pub struct Caller {
-    pub name: Arc<str>,
-    pub rules: Arc<Rules>,
-    pub policy: Arc<Policy>,
-}
-
-impl Caller {
-    /// The Qikchat account this caller sends through.
-    pub fn account(&self) -> Result<Arc<Account>, ApiError> {
-        self.policy.account(&self.rules)
-    }
-}
-
-/// The name logged for requests in `RELAY_ALLOW_ANONYMOUS` mode that carry no token.
-pub const ANONYMOUS: &str = "anonymous";
 
 /// The credentials of an `Authorization` header in `scheme` (`bearer`, `basic`; any case), trimmed.
 pub fn credentials<'a>(header: &'a HeaderValue, scheme: &str) -> Option<&'a str> {
@@ -163,7 +144,7 @@ mod tests {
         let caller = callers(true)
             .authenticate(&HeaderMap::new())
             .expect("anonymous");
-        assert_eq!(&*caller.name, ANONYMOUS);
+        assert_eq!(&*caller.name, crate::policy::ANONYMOUS);
         assert!(
             callers(true)
                 .authenticate(&with_auth("Bearer wrong"))

@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::HeaderValue;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -28,8 +27,8 @@ pub const REPLAYED: &str = "idempotent-replayed";
 pub struct Key(String);
 
 impl Key {
-    pub fn parse(value: &HeaderValue) -> Option<Self> {
-        let bytes = value.as_bytes();
+    /// A key as the `Idempotency-Key` header carries it: 1 to 255 visible ASCII characters.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
         let valid = (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic());
         valid.then(|| Self(String::from_utf8_lossy(bytes).into_owned()))
     }
@@ -441,18 +440,15 @@ mod tests {
     }
 
     fn key(value: &str) -> Key {
-        Key::parse(&HeaderValue::from_str(value).expect("header")).expect("valid key")
+        Key::parse(value.as_bytes()).expect("valid key")
     }
 
     #[test]
     fn keys_are_1_to_255_visible_ascii_characters() {
-        assert!(Key::parse(&HeaderValue::from_static("order-1234:retry")).is_some());
-        assert!(Key::parse(&HeaderValue::from_str(&"k".repeat(255)).expect("header")).is_some());
+        assert!(Key::parse(b"order-1234:retry").is_some());
+        assert!(Key::parse("k".repeat(255).as_bytes()).is_some());
         for bad in ["", "has space", &"k".repeat(256)] {
-            assert!(
-                Key::parse(&HeaderValue::from_str(bad).expect("header")).is_none(),
-                "{bad:?}"
-            );
+            assert!(Key::parse(bad.as_bytes()).is_none(), "{bad:?}");
         }
     }
 

@@ -7,7 +7,9 @@
 //! - [`app`]: the router, the middleware stack (its order explained there), start and shutdown.
 //! - [`telemetry`]: logs (one JSON line per request), metrics, OpenTelemetry traces.
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
-//! - [`auth`]: the [`auth::Caller`] extractor (bearer token to caller, with its rules).
+//! - [`auth`]: the extractor that turns a bearer token into a [`policy::Caller`].
+//! - [`relay`]: the send pipeline, no HTTP: [`relay::Relay::send`] takes a caller, a message and
+//!   options and returns what happened; `routes/send.rs` is its HTTP adapter.
 //! - [`policy`]: callers' rules and Qikchat accounts (`RELAY_CLIENTS_FILE`), reloaded while
 //!   running; `policy::limits` applies rates, quotas and WhatsApp pacing to a send.
 //! - [`limits`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
@@ -37,6 +39,7 @@ pub mod policy;
 pub mod preflight;
 pub mod qikchat;
 pub mod redis_client;
+pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod telemetry;

@@ -790,6 +790,25 @@ pub struct Account {
     pub upstream: Upstream,
 }
 
+/// Who sends, with the policy in force when the send arrived: a reload in the middle of a send
+/// changes nothing for it.
+#[derive(Clone)]
+pub struct Caller {
+    pub name: Arc<str>,
+    pub rules: Arc<Rules>,
+    pub policy: Arc<Policy>,
+}
+
+impl Caller {
+    /// The Qikchat account this caller sends through.
+    pub fn account(&self) -> Result<Arc<Account>, ApiError> {
+        self.policy.account(&self.rules)
+    }
+}
+
+/// The name logged for requests in `RELAY_ALLOW_ANONYMOUS` mode that carry no token.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// What requests use: the callers, and one upstream per account.
 pub struct Policy {
     pub callers: Vec<([u8; 32], Arc<Rules>)>,
@@ -899,9 +918,25 @@ impl Policy {
                 .collect(),
             anonymous: spec
                 .allow_anonymous
-                .then(|| Arc::new(Rules::unrestricted(crate::auth::ANONYMOUS))),
+                .then(|| Arc::new(Rules::unrestricted(ANONYMOUS))),
             accounts,
             in_flight: previous.map(|p| p.in_flight.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// The caller called `name`, as a token would authenticate it: for sends made without a
+    /// request (a worker, a test).
+    pub fn caller(self: &Arc<Self>, name: &str) -> Option<Caller> {
+        let rules = self
+            .callers
+            .iter()
+            .map(|(_, rules)| rules)
+            .chain(&self.anonymous)
+            .find(|rules| &*rules.name == name)?;
+        Some(Caller {
+            name: rules.name.clone(),
+            rules: rules.clone(),
+            policy: self.clone(),
         })
     }
 

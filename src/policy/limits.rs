@@ -10,9 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{AccountSpec, Rules};
 use crate::{
-    app::AppState,
     error::ApiError,
-    limits::{Decision, Rate, StoreError},
+    limits::{Decision, Limiter, Rate, StoreError},
     message::Recipient,
 };
 
@@ -66,12 +65,11 @@ type Refusal = (ApiError, Option<RateLimitHeaders>);
 /// are taken all together or not at all, so a send refused by one does not use up the others;
 /// the daily quota is given back when a rate refuses, so it counts only sends that went on.
 pub async fn check(
-    state: &AppState,
+    limiter: &Limiter,
     rules: &Rules,
     account: &AccountSpec,
     to: &Recipient,
 ) -> Result<Option<RateLimitHeaders>, Refusal> {
-    let limiter = &state.limiter;
     let caller_key = format!("caller:{}", rules.name);
     // The quota's headers and the caller rate's; answers carry the tighter of the two.
     let mut quota_seen = None;
@@ -111,7 +109,7 @@ pub async fn check(
     let decisions = match limiter.take_all(&limits).await {
         Ok(decisions) => decisions,
         Err(e) => {
-            give_back(state, rules, &caller_key).await;
+            give_back(limiter, rules, &caller_key).await;
             return Err((unavailable(e).0, None));
         }
     };
@@ -127,7 +125,7 @@ pub async fn check(
         return Ok(tighter(rate_seen, quota_seen));
     };
     // Nothing was taken after all: what each limit would have taken is still there.
-    give_back(state, rules, &caller_key).await;
+    give_back(limiter, rules, &caller_key).await;
     if let Some(seen) = quota_seen.as_mut() {
         seen.remaining += 1;
     }
@@ -159,10 +157,10 @@ pub async fn check(
 }
 
 /// Returns the unit of daily quota a refused send took.
-async fn give_back(state: &AppState, rules: &Rules, caller_key: &str) {
+async fn give_back(limiter: &Limiter, rules: &Rules, caller_key: &str) {
     if rules.daily_quota.is_some() {
         // Best effort: if Redis fails here too, the quota counts one send too many.
-        if let Err(e) = state.limiter.give_back_daily(caller_key).await {
+        if let Err(e) = limiter.give_back_daily(caller_key).await {
             tracing::warn!(error = %e, "a refused send still counts towards its caller's daily quota");
         }
     }
@@ -189,12 +187,11 @@ fn unavailable(e: StoreError) -> Refusal {
 /// The caller's rate and quota as they stand, taking nothing: the `RateLimit-*` headers of an
 /// answer that sent nothing (a refused or invalid request, a replay, a status lookup). `None`
 /// for a caller without limits, or when the store cannot say.
-pub async fn current(state: &AppState, rules: &Rules) -> Option<RateLimitHeaders> {
+pub async fn current(limiter: &Limiter, rules: &Rules) -> Option<RateLimitHeaders> {
     let caller_key = format!("caller:{}", rules.name);
     let mut rate_seen = None;
     if let Some(rate) = rules.rate {
-        let decision = state
-            .limiter
+        let decision = limiter
             .peek_all(&[(caller_key.as_str(), rate)])
             .await
             .ok()?
@@ -204,7 +201,7 @@ pub async fn current(state: &AppState, rules: &Rules) -> Option<RateLimitHeaders
     }
     let mut quota_seen = None;
     if let Some(quota) = rules.daily_quota {
-        let decision = state.limiter.peek_daily(&caller_key, quota).await.ok()?;
+        let decision = limiter.peek_daily(&caller_key, quota).await.ok()?;
         quota_seen = Some(as_it_stands(&decision, Duration::ZERO));
     }
     tighter(rate_seen, quota_seen)

@@ -44,7 +44,7 @@ use crate::{
     components(schemas(
         Problem,
         FieldError,
-        send::SendResponse,
+        crate::relay::SendResponse,
         MessageStatus,
         health::Health,
         webhooks::Received,

@@ -37,12 +37,12 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready: `draining` (shutting down), `redis_unreachable` (RELAY_REDIS_URL is set but Redis does not answer) or `store_unwritable` (the embedded store in RELAY_DATA_DIR failed its last write: disk full, read-only or an I/O error; or Redis refused this replica's write for memory; webhook events would be refused)", body = Health),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let status = if state.is_draining() {
+    let status = if state.relay.is_draining() {
         "draining"
-    } else if !state.idempotency.is_ready().await {
+    } else if !state.relay.idempotency.is_ready().await {
         // With RELAY_REDIS_URL set, sends that carry an Idempotency-Key need Redis.
         "redis_unreachable"
-    } else if let Some(reason) = state.store.unwritable().await {
+    } else if let Some(reason) = state.relay.store.unwritable().await {
         // So that Qikchat's calls go to a replica that can keep them.
         tracing::warn!(reason = %reason, "not ready: the store cannot be written");
         "store_unwritable"
@@ -67,12 +67,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     summary = "Prometheus metrics",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let in_flight = state.max_in_flight - state.in_flight.available_permits();
+    let in_flight = state.relay.max_in_flight - state.relay.in_flight.available_permits();
     metrics::gauge!("relay_sends_in_flight").set(in_flight as f64);
-    metrics::gauge!("relay_sends_in_flight_limit").set(state.max_in_flight as f64);
+    metrics::gauge!("relay_sends_in_flight_limit").set(state.relay.max_in_flight as f64);
     if state.webhooks.is_some() {
         // Read at the scrape: one query of a counter the store keeps (SQLite row or Redis key).
-        match state.store.bytes().await {
+        match state.relay.store.bytes().await {
             Ok(bytes) => metrics::gauge!("relay_webhook_store_bytes").set(bytes as f64),
             Err(e) => tracing::warn!(error = %e, "the webhook store's size could not be read"),
         }

@@ -10,8 +10,8 @@ use tracing::{Span, error, warn};
 
 use crate::{
     app::AppState,
-    auth::Caller,
     error::{ApiError, FieldError, Result},
+    policy::Caller,
     policy::limits,
     qikchat::{self, MessageStatus},
 };
@@ -53,7 +53,7 @@ pub async fn status(
 ) -> Response {
     let mut answer = lookup(&state, &caller, id).await.into_response();
     // A caller with limits learns where it stands on every answer (`RateLimit-*`).
-    if let Some(limit) = limits::current(&state, &caller.rules).await {
+    if let Some(limit) = limits::current(&state.relay.limiter, &caller.rules).await {
         limit.add_headers(answer.headers_mut());
     }
     answer
@@ -76,7 +76,7 @@ async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<Me
     // Only the caller's own messages, or with `read_any_status` its account's: anything else is
     // the same 404 as an id Qikchat does not know, and Qikchat is not asked (it would answer for
     // any id of the account, whoever sent it).
-    let owner = state.store.owner(&id).await.map_err(|e| {
+    let owner = state.relay.store.owner(&id).await.map_err(|e| {
         error!(error = %e, "the message store cannot be read; whose message this is is unknown");
         ApiError::OwnersUnavailable
     })?;
@@ -94,7 +94,7 @@ async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<Me
     // The latest status Qikchat posted to the webhook, when there is one: no call needed.
     // Anything else is asked of Qikchat with the caller's account.
     if let (Some(_), Some(_)) = (&owner, &state.webhooks) {
-        match state.store.latest_status(&id).await {
+        match state.relay.store.latest_status(&id).await {
             Ok(Some(latest)) => {
                 let payload = serde_json::from_str(&latest.payload).unwrap_or_default();
                 if let Some(status) = MessageStatus::from_payload(&id, &payload) {

@@ -1,11 +1,12 @@
-//! `POST /send`: parse the request into a [`Message`], send it through the upstream, answer with
-//! Qikchat's id.
+//! `POST /send`: the HTTP adapter over [`Relay::send`]: a caller's token, its JSON body and its
+//! `Idempotency-Key` in; Qikchat's id, or problem+json, with the caller's `RateLimit-*` headers
+//! out. The logs, the metrics and the audit event of each send are written here.
 //!
 //! `routes/schema.rs` describes the accepted body for the OpenAPI document; the parser in
 //! `message.rs` enforces it. Tests send every documented example through the parser, and
 //! schemathesis (tests/external) checks that the two agree both ways.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use axum::{
     Json,
@@ -13,41 +14,19 @@ use axum::{
     http::{HeaderMap, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::OwnedSemaphorePermit;
-
-use tracing::{Instrument, Span, error, warn};
-use utoipa::ToSchema;
+use tracing::Span;
 
 use crate::{
     app::{AppState, REQUEST_ID},
     audit::SendAttempt,
-    auth::Caller,
-    error::{ApiError, FieldError, Result},
-    idempotency::{self, Answer, Begin, Claim, Key},
+    error::{ApiError, FieldError},
+    idempotency::{self, Answer, Key},
     message::Message,
-    policy::{self, Account, limits},
-    preflight::{self, MediaProblem},
-    qikchat,
+    policy::{Caller, limits},
+    relay::{Options, Outcome, Report},
     routes::JsonBody,
-    webhooks::Owner,
 };
-
-/// Qikchat accepted the message for delivery.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SendResponse {
-    /// Qikchat's message id (`sandbox-...` in sandbox mode); use it with `GET /messages/{id}`.
-    #[schema(examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
-    pub id: String,
-    /// Always `queued`: Qikchat accepted the message; delivery comes later.
-    #[schema(examples("queued"))]
-    pub status: String,
-    /// Media links that failed their preflight check (`RELAY_MEDIA_PREFLIGHT=warn`): the message
-    /// was sent, but Qikchat will probably fail to deliver it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<MediaProblem>,
-}
 
 #[utoipa::path(
     post,
@@ -59,7 +38,7 @@ pub struct SendResponse {
     request_body(content = crate::routes::schema::SendRequest, description = "One message; `type` says which fields apply. See the examples."),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, scoped to the caller. A retry with the same key and the same request gets the first answer again (with `Idempotent-Replayed: true`) and sends nothing.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$")),
     responses(
-        (status = 200, description = "Qikchat queued the message", body = SendResponse,
+        (status = 200, description = "Qikchat queued the message", body = crate::relay::SendResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"),
                 ("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota (on every answer to a send): the most sends allowed at once (burst) or per day, whichever is closer to running out"),
                 ("RateLimit-Remaining" = u64, description = "Sends still allowed now under that limit"),
@@ -92,28 +71,29 @@ pub async fn send(
     JsonBody(body): JsonBody,
 ) -> Response {
     let started = Instant::now();
-    let span = Span::current();
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut attempt = SendAttempt::default();
-    let result = deliver(
-        &state,
-        &caller,
-        &headers,
-        &body,
-        &request_id,
-        &span,
-        &mut attempt,
-    )
-    .await;
+    let Report { result, attempt } = match parse(&body, &headers) {
+        Ok((message, idempotency_key)) => {
+            let options = Options {
+                idempotency_key,
+                request_id: request_id.clone(),
+            };
+            state.relay.send(&caller, message, options).await
+        }
+        Err(e) => Report {
+            result: Err(e),
+            attempt: SendAttempt::default(),
+        },
+    };
     let outcome = match &result {
-        Ok(sent) => sent.outcome,
+        Ok(sent) => sent.label(),
         Err(e) => e.code(),
     };
-    span.record("outcome", outcome);
+    Span::current().record("outcome", outcome);
     let shed = match &result {
         Err(ApiError::Overloaded) => Some("overloaded"),
         Err(ApiError::CallerOverloaded { .. }) => Some("caller_in_flight"),
@@ -128,13 +108,14 @@ pub async fn send(
         .increment(1);
     attempt.record(&caller.name, &request_id, outcome, started.elapsed());
     let mut response = match result {
-        Ok(sent) => sent.response,
+        Ok(Outcome::Queued(sent)) => Json(sent).into_response(),
+        Ok(Outcome::Replayed(answer)) => replay(answer),
         Err(e) => e.into_response(),
     };
     // Every answer to a caller with limits says where it stands, even one that sent nothing.
     let limit = match attempt.rate_limit {
         Some(limit) => Some(limit),
-        None => limits::current(&state, &caller.rules).await,
+        None => limits::current(&state.relay.limiter, &caller.rules).await,
     };
     if let Some(limit) = limit {
         limit.add_headers(response.headers_mut());
@@ -142,300 +123,26 @@ pub async fn send(
     response
 }
 
-/// An answer to a send and its outcome for logs and metrics (`queued`, `replayed`).
-struct Sent {
-    response: Response,
-    outcome: &'static str,
-}
-
-async fn deliver(
-    state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    body: &Value,
-    request_id: &str,
-    span: &Span,
-    attempt: &mut SendAttempt,
-) -> Result<Sent> {
-    let message = Message::parse(body).map_err(ApiError::Invalid)?;
-    let message_type = message.content.message_type().as_str();
-    let to = message.to.masked();
-    span.record("type", message_type);
-    span.record("to", to.as_str());
-    attempt.message_type = Some(message_type);
-    attempt.to = Some(to);
-    // What the caller may not send is refused before anything else happens.
-    caller.rules.permit(&message)?;
-    let account = caller.account()?;
-    // From here to its answer the send counts towards the caller's own limit, link check
-    // included, so one caller's hanging links fill only its own slots.
-    let slot = match caller.rules.max_in_flight {
-        None => None,
-        Some(max) => {
-            let taken = caller.policy.in_flight.take(&caller.name, max);
-            Some(taken.ok_or_else(|| ApiError::CallerOverloaded {
-                caller: caller.name.clone(),
-                max,
-            })?)
-        }
-    };
+/// The message and its `Idempotency-Key`; every bad field of both named at once.
+fn parse(body: &Value, headers: &HeaderMap) -> Result<(Message, Option<Key>), ApiError> {
     let key = match headers.get(idempotency::HEADER) {
-        None => None,
-        Some(value) => Some(Key::parse(value).ok_or_else(|| {
-            ApiError::Invalid(vec![FieldError::new(
+        None => Ok(None),
+        Some(value) => Key::parse(value.as_bytes()).map(Some).ok_or_else(|| {
+            FieldError::new(
                 "Idempotency-Key",
                 "must be 1 to 255 visible ASCII characters",
-            )])
-        })?),
+            )
+        }),
     };
-    attempt.idempotency_key_sha256 = key.as_ref().map(Key::sha256);
-
-    // A send that would be shed claims, counts and fetches nothing. The permit itself is taken
-    // only after the link check, so that slow links never hold RELAY_MAX_IN_FLIGHT from others.
-    if state.is_draining() {
-        return Err(ApiError::Draining);
+    match (Message::parse(body), key) {
+        (Ok(message), Ok(key)) => Ok((message, key)),
+        (Err(mut errors), Err(key)) => {
+            errors.push(key);
+            Err(ApiError::Invalid(errors))
+        }
+        (Err(errors), Ok(_)) => Err(ApiError::Invalid(errors)),
+        (Ok(_), Err(key)) => Err(ApiError::Invalid(vec![key])),
     }
-    if state.in_flight.available_permits() == 0 {
-        return Err(ApiError::Overloaded);
-    }
-
-    // The key is claimed before anything is sent: a duplicate waits for nothing and sends nothing.
-    let claim = match key {
-        None => None,
-        Some(key) => {
-            let normalised = serde_json::to_vec(&qikchat::send_body(&message)).unwrap_or_default();
-            let begun = state
-                .idempotency
-                .begin(&caller.name, &key, &idempotency::fingerprint(&normalised))
-                .await;
-            let begun = begun.map_err(unprotected)?;
-            let result = match &begun {
-                Begin::Proceed(_) => None,
-                Begin::Replay(_) => Some("replayed"),
-                Begin::InFlight => Some("in_flight"),
-                Begin::Reused => Some("reused"),
-                Begin::OutcomeUnknown => Some("outcome_unknown"),
-            };
-            if let Some(result) = result {
-                metrics::counter!("relay_idempotency_total", "result" => result).increment(1);
-            }
-            match begun {
-                Begin::Proceed(claim) => Some(claim),
-                Begin::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
-                Begin::Reused => return Err(ApiError::IdempotencyKeyReused),
-                Begin::OutcomeUnknown => return Err(ApiError::OutcomeUnknown),
-                Begin::Replay(answer) => {
-                    attempt.qikchat_id = serde_json::from_str::<SendResponse>(&answer.body)
-                        .ok()
-                        .map(|sent| sent.id);
-                    return Ok(Sent {
-                        response: replay(answer),
-                        outcome: "replayed",
-                    });
-                }
-            }
-        }
-    };
-
-    // After the claim, so a replay is never limited; a refusal frees the key for a retry.
-    match limits::check(state, &caller.rules, &account.spec, &message.to).await {
-        Ok(headers) => attempt.rate_limit = headers,
-        Err((e, headers)) => {
-            attempt.rate_limit = headers;
-            if let Some(claim) = claim {
-                state.idempotency.finish(claim, None).await;
-            }
-            return Err(e);
-        }
-    }
-
-    // After the claim, so that a replay gives its answer again without fetching anything, and
-    // after the limits, so that a caller at its limit makes the relay fetch nothing. A link that
-    // fails in enforce mode sends nothing and frees the key for a retry, but keeps the rate and
-    // quota it used: the relay did fetch for it, and the caller's rate is what bounds how many
-    // fetches it can cause (given back, a caller could have bad or hanging links checked without
-    // end).
-    let warnings = state.preflight.check(&message).await;
-    if !warnings.is_empty() && state.preflight.mode == preflight::Mode::Enforce {
-        if let Some(claim) = claim {
-            state.idempotency.finish(claim, None).await;
-        }
-        return Err(ApiError::Media(warnings));
-    }
-
-    // The relay may have begun draining or filled up during the check: then nothing is sent,
-    // and the key is free for a retry. A drain waits for the permits of sends that have started,
-    // not for link checks, so none starts once it has begun.
-    let permit = if state.is_draining() {
-        Err(ApiError::Draining)
-    } else {
-        state
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded)
-    };
-    let permit = match permit {
-        Ok(permit) => permit,
-        Err(e) => {
-            if let Some(claim) = claim {
-                state.idempotency.finish(claim, None).await;
-            }
-            return Err(e);
-        }
-    };
-
-    // The send runs in its own task: a caller that hangs up must not cut it off half-way, nor
-    // leave its key without an answer.
-    let task = send_and_record(
-        state.clone(),
-        Sender {
-            caller: caller.name.clone(),
-            account,
-        },
-        message,
-        warnings,
-        claim,
-        request_id.to_owned(),
-        InFlight {
-            _permit: permit,
-            _slot: slot,
-        },
-    )
-    .instrument(span.clone());
-    let result = match tokio::spawn(task).await {
-        Ok((result, qikchat_status)) => {
-            attempt.qikchat_status = qikchat_status;
-            result
-        }
-        Err(e) => {
-            error!(error = %e, "the send task failed");
-            Err(ApiError::Internal)
-        }
-    };
-    attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
-    result.map(|accepted| Sent {
-        response: Json(accepted).into_response(),
-        outcome: "queued",
-    })
-}
-
-/// Marks the key as sending, calls Qikchat, and stores the answer under the key when the message
-/// may have gone out (success, refusal, failure, timeout); otherwise frees the key. Returns the
-/// answer and Qikchat's HTTP status, when it answered.
-async fn send_and_record(
-    state: AppState,
-    sender: Sender,
-    message: Message,
-    warnings: Vec<MediaProblem>,
-    claim: Option<Claim>,
-    request_id: String,
-    _in_flight: InFlight,
-) -> (Result<SendResponse>, Option<u16>) {
-    let span = Span::current();
-    let claim = match claim {
-        Some(mut claim) => match state.idempotency.sending(&mut claim).await {
-            Ok(()) => Some(claim),
-            Err(e) => {
-                state.idempotency.finish(claim, None).await;
-                return (Err(unprotected(e)), None);
-            }
-        },
-        None => None,
-    };
-
-    let result = sender.account.upstream.send(&message).await;
-    if let Ok(accepted) = &result {
-        // Recorded for every id the relay answers with: only its sender may read its status
-        // (`GET /messages/{id}`), its statuses go back to this caller, and so can the customer's
-        // replies (`inbound_replies`).
-        let owner = Owner {
-            caller: sender.caller.to_string(),
-            account: sender.account.spec.name.clone(),
-        };
-        if let Err(e) = state
-            .store
-            .remember_owner(&accepted.id, &owner, &message.to, state.owner_ttl)
-            .await
-        {
-            warn!(error = %e, "the message was sent, but its sender could not be recorded: its status reads and statuses will not reach its caller");
-        }
-    }
-    let qikchat_status = match &result {
-        Ok(accepted) => accepted.http_status,
-        Err(e) => e.http_status(),
-    };
-
-    match &result {
-        Ok(accepted) => {
-            if let Some(status) = accepted.http_status {
-                span.record("qikchat_status", status);
-            }
-            span.record("qikchat_id", accepted.id.as_str());
-        }
-        Err(e) => {
-            if let Some(status) = e.http_status() {
-                span.record("qikchat_status", status);
-            }
-            match e {
-                qikchat::Error::KeyRefused { .. } => {
-                    error!(error = %e, "Qikchat refused the relay's key")
-                }
-                _ => warn!(error = %e, "send failed"),
-            }
-        }
-    }
-    let result = result
-        .map(|accepted| SendResponse {
-            id: accepted.id,
-            status: "queued".to_owned(),
-            warnings,
-        })
-        .map_err(|e| (ApiError::from(&e), e));
-
-    if let Some(claim) = claim {
-        let answer = match &result {
-            Ok(sent) => Some(Answer {
-                status: 200,
-                body: serde_json::to_string(sent).unwrap_or_default(),
-            }),
-            // These may have reached Qikchat: a retry must get this answer, never a second send.
-            Err((
-                error,
-                qikchat::Error::Rejected { .. }
-                | qikchat::Error::Failed { .. }
-                | qikchat::Error::KeyRefused { .. }
-                | qikchat::Error::Timeout(_),
-            )) => Some(Answer {
-                status: error.status().as_u16(),
-                body: serde_json::to_string(&error.problem(&request_id)).unwrap_or_default(),
-            }),
-            // Nothing reached Qikchat (unreachable, rate limited): the key is free for a retry.
-            Err(_) => None,
-        };
-        state.idempotency.finish(claim, answer).await;
-    }
-    (result.map_err(|(error, _)| error), qikchat_status)
-}
-
-/// What a send holds until it is over, even if the caller has hung up: its RELAY_MAX_IN_FLIGHT
-/// permit (shutdown waits for every permit to come back) and its caller's `max_in_flight` slot.
-struct InFlight {
-    _permit: OwnedSemaphorePermit,
-    _slot: Option<policy::Slot>,
-}
-
-/// A send with a key is refused rather than sent without protection against duplicates.
-fn unprotected(e: idempotency::StoreError) -> ApiError {
-    warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
-    ApiError::StoreUnavailable
-}
-
-/// Who sends: the caller, and its account as it was when the request arrived (a reload meanwhile
-/// does not change the key).
-struct Sender {
-    caller: Arc<str>,
-    account: Arc<Account>,
 }
 
 /// A stored answer, given again as it was, marked as a replay.

@@ -14,6 +14,7 @@ mod operations;
 mod policy;
 mod preflight;
 mod process;
+mod relay;
 mod send;
 mod status;
 mod validation;

@@ -1,0 +1,406 @@
+//! The send pipeline, without HTTP: [`Relay::send`] takes a caller, a parsed [`Message`] and its
+//! [`Options`], and returns what happened ([`Report`]). `POST /send` is one adapter over it; a
+//! worker that sends later would be another.
+//!
+//! The steps, in this order, each for a reason given where it is taken: the caller's rules, its
+//! own in-flight slot, shedding (draining, `RELAY_MAX_IN_FLIGHT`), the idempotency claim, the
+//! limits, the media preflight, the in-flight permit, then Qikchat in a task of its own, the
+//! sender's record and the stored answer.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{Instrument, Span, error, warn};
+use utoipa::ToSchema;
+
+use crate::{
+    audit::SendAttempt,
+    error::ApiError,
+    idempotency::{self, Answer, Begin, Claim, Idempotency, Key},
+    limits::Limiter,
+    message::Message,
+    policy::{self, Account, Caller, limits},
+    preflight::{self, MediaProblem, Preflight},
+    qikchat,
+    webhooks::{Owner, Store},
+};
+
+/// Qikchat accepted the message for delivery.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SendResponse {
+    /// Qikchat's message id (`sandbox-...` in sandbox mode); use it with `GET /messages/{id}`.
+    #[schema(examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
+    pub id: String,
+    /// Always `queued`: Qikchat accepted the message; delivery comes later.
+    #[schema(examples("queued"))]
+    pub status: String,
+    /// Media links that failed their preflight check (`RELAY_MEDIA_PREFLIGHT=warn`): the message
+    /// was sent, but Qikchat will probably fail to deliver it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<MediaProblem>,
+}
+
+/// How a send is to be made, besides the message.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Makes a retry safe: the first answer is given again and nothing is sent twice.
+    pub idempotency_key: Option<Key>,
+    /// Carried into a stored problem answer, so that a replay names the request that made it.
+    pub request_id: String,
+}
+
+/// What a send came to, when it did not fail.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Qikchat took the message.
+    Queued(SendResponse),
+    /// An earlier send with the same key answered this, as stored: nothing was sent now.
+    Replayed(Answer),
+}
+
+impl Outcome {
+    /// For logs and metrics: `queued` or `replayed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Queued(_) => "queued",
+            Self::Replayed(_) => "replayed",
+        }
+    }
+}
+
+/// A send's result and what is known about the attempt (the audit event, the rate headers).
+pub struct Report {
+    pub result: Result<Outcome, ApiError>,
+    pub attempt: SendAttempt,
+}
+
+/// What the pipeline holds for every send.
+pub struct Relay {
+    /// Callers' rates and quotas, accounts' pacing: in memory, or in Redis shared by replicas.
+    pub limiter: Arc<Limiter>,
+    /// One permit per send in flight to Qikchat (`RELAY_MAX_IN_FLIGHT`).
+    pub in_flight: Arc<Semaphore>,
+    pub max_in_flight: usize,
+    /// Set once shutdown starts: readiness fails and new sends are turned away.
+    pub draining: AtomicBool,
+    pub idempotency: Idempotency,
+    pub preflight: Preflight,
+    /// Who sent each message the relay answered with an id (always), and the webhook events
+    /// (with webhooks on): in `RELAY_DATA_DIR`, or in Redis.
+    pub store: Store,
+    /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
+    pub owner_ttl: Duration,
+}
+
+impl Relay {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Sends `message` for `caller`. Nothing is sent when the result is a client error (other
+    /// than Qikchat's own refusal); a send that reached Qikchat finishes even if the caller of
+    /// this future goes away.
+    pub async fn send(
+        self: &Arc<Self>,
+        caller: &Caller,
+        message: Message,
+        options: Options,
+    ) -> Report {
+        let mut attempt = SendAttempt {
+            message_type: Some(message.content.message_type().as_str()),
+            to: Some(message.to.masked()),
+            idempotency_key_sha256: options.idempotency_key.as_ref().map(Key::sha256),
+            ..SendAttempt::default()
+        };
+        let span = Span::current();
+        span.record("type", attempt.message_type);
+        span.record("to", attempt.to.as_deref());
+        let result = self.deliver(caller, message, options, &mut attempt).await;
+        Report { result, attempt }
+    }
+
+    async fn deliver(
+        self: &Arc<Self>,
+        caller: &Caller,
+        message: Message,
+        options: Options,
+        attempt: &mut SendAttempt,
+    ) -> Result<Outcome, ApiError> {
+        // What the caller may not send is refused before anything else happens.
+        caller.rules.permit(&message)?;
+        let account = caller.account()?;
+        // From here to its answer the send counts towards the caller's own limit, link check
+        // included, so one caller's hanging links fill only its own slots.
+        let slot = match caller.rules.max_in_flight {
+            None => None,
+            Some(max) => {
+                let taken = caller.policy.in_flight.take(&caller.name, max);
+                Some(taken.ok_or_else(|| ApiError::CallerOverloaded {
+                    caller: caller.name.clone(),
+                    max,
+                })?)
+            }
+        };
+
+        // A send that would be shed claims, counts and fetches nothing. The permit itself is
+        // taken only after the link check, so that slow links never hold RELAY_MAX_IN_FLIGHT
+        // from others.
+        if self.is_draining() {
+            return Err(ApiError::Draining);
+        }
+        if self.in_flight.available_permits() == 0 {
+            return Err(ApiError::Overloaded);
+        }
+
+        // The key is claimed before anything is sent: a duplicate waits for nothing and sends
+        // nothing.
+        let claim = match options.idempotency_key {
+            None => None,
+            Some(key) => match self.claim(caller, &key, &message, attempt).await? {
+                Ok(claim) => Some(claim),
+                Err(replayed) => return Ok(replayed),
+            },
+        };
+
+        // After the claim, so a replay is never limited; a refusal frees the key for a retry.
+        match limits::check(&self.limiter, &caller.rules, &account.spec, &message.to).await {
+            Ok(headers) => attempt.rate_limit = headers,
+            Err((e, headers)) => {
+                attempt.rate_limit = headers;
+                return Err(self.release(claim, e).await);
+            }
+        }
+
+        // After the claim, so that a replay gives its answer again without fetching anything,
+        // and after the limits, so that a caller at its limit makes the relay fetch nothing. A
+        // link that fails in enforce mode sends nothing and frees the key for a retry, but keeps
+        // the rate and quota it used: the relay did fetch for it, and the caller's rate is what
+        // bounds how many fetches it can cause (given back, a caller could have bad or hanging
+        // links checked without end).
+        let warnings = self.preflight.check(&message).await;
+        if !warnings.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
+            return Err(self.release(claim, ApiError::Media(warnings)).await);
+        }
+
+        // The relay may have begun draining or filled up during the check: then nothing is
+        // sent, and the key is free for a retry. A drain waits for the permits of sends that
+        // have started, not for link checks, so none starts once it has begun.
+        let permit = if self.is_draining() {
+            Err(ApiError::Draining)
+        } else {
+            self.in_flight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Overloaded)
+        };
+        let permit = match permit {
+            Ok(permit) => permit,
+            Err(e) => return Err(self.release(claim, e).await),
+        };
+
+        // The send runs in its own task: a caller that hangs up must not cut it off half-way,
+        // nor leave its key without an answer.
+        let task = self
+            .clone()
+            .send_and_record(
+                Sender {
+                    caller: caller.name.clone(),
+                    account,
+                },
+                message,
+                warnings,
+                claim,
+                options.request_id,
+                InFlight {
+                    _permit: permit,
+                    _slot: slot,
+                },
+            )
+            .instrument(Span::current());
+        let result = match tokio::spawn(task).await {
+            Ok((result, qikchat_status)) => {
+                attempt.qikchat_status = qikchat_status;
+                result
+            }
+            Err(e) => {
+                error!(error = %e, "the send task failed");
+                Err(ApiError::Internal)
+            }
+        };
+        attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
+        result.map(Outcome::Queued)
+    }
+
+    /// Claims `key` for this send; `Err` carries the stored answer of an earlier one.
+    async fn claim(
+        &self,
+        caller: &Caller,
+        key: &Key,
+        message: &Message,
+        attempt: &mut SendAttempt,
+    ) -> Result<Result<Claim, Outcome>, ApiError> {
+        let normalised = serde_json::to_vec(&qikchat::send_body(message)).unwrap_or_default();
+        let begun = self
+            .idempotency
+            .begin(&caller.name, key, &idempotency::fingerprint(&normalised))
+            .await
+            .map_err(unprotected)?;
+        let result = match &begun {
+            Begin::Proceed(_) => None,
+            Begin::Replay(_) => Some("replayed"),
+            Begin::InFlight => Some("in_flight"),
+            Begin::Reused => Some("reused"),
+            Begin::OutcomeUnknown => Some("outcome_unknown"),
+        };
+        if let Some(result) = result {
+            metrics::counter!("relay_idempotency_total", "result" => result).increment(1);
+        }
+        match begun {
+            Begin::Proceed(claim) => Ok(Ok(claim)),
+            Begin::InFlight => Err(ApiError::IdempotencyKeyInFlight),
+            Begin::Reused => Err(ApiError::IdempotencyKeyReused),
+            Begin::OutcomeUnknown => Err(ApiError::OutcomeUnknown),
+            Begin::Replay(answer) => {
+                attempt.qikchat_id = serde_json::from_str::<SendResponse>(&answer.body)
+                    .ok()
+                    .map(|sent| sent.id);
+                Ok(Err(Outcome::Replayed(answer)))
+            }
+        }
+    }
+
+    /// Frees the key of a send that went no further, for a retry, and passes on why.
+    async fn release(&self, claim: Option<Claim>, e: ApiError) -> ApiError {
+        if let Some(claim) = claim {
+            self.idempotency.finish(claim, None).await;
+        }
+        e
+    }
+
+    /// Marks the key as sending, calls Qikchat, and stores the answer under the key when the
+    /// message may have gone out (success, refusal, failure, timeout); otherwise frees the key.
+    /// Returns the answer and Qikchat's HTTP status, when it answered.
+    async fn send_and_record(
+        self: Arc<Self>,
+        sender: Sender,
+        message: Message,
+        warnings: Vec<MediaProblem>,
+        claim: Option<Claim>,
+        request_id: String,
+        _in_flight: InFlight,
+    ) -> (Result<SendResponse, ApiError>, Option<u16>) {
+        let span = Span::current();
+        let claim = match claim {
+            Some(mut claim) => match self.idempotency.sending(&mut claim).await {
+                Ok(()) => Some(claim),
+                Err(e) => {
+                    self.idempotency.finish(claim, None).await;
+                    return (Err(unprotected(e)), None);
+                }
+            },
+            None => None,
+        };
+
+        let result = sender.account.upstream.send(&message).await;
+        if let Ok(accepted) = &result {
+            // Recorded for every id the relay answers with: only its sender may read its status
+            // (`GET /messages/{id}`), its statuses go back to this caller, and so can the
+            // customer's replies (`inbound_replies`).
+            let owner = Owner {
+                caller: sender.caller.to_string(),
+                account: sender.account.spec.name.clone(),
+            };
+            if let Err(e) = self
+                .store
+                .remember_owner(&accepted.id, &owner, &message.to, self.owner_ttl)
+                .await
+            {
+                warn!(error = %e, "the message was sent, but its sender could not be recorded: its status reads and statuses will not reach its caller");
+            }
+        }
+        let qikchat_status = match &result {
+            Ok(accepted) => accepted.http_status,
+            Err(e) => e.http_status(),
+        };
+
+        match &result {
+            Ok(accepted) => {
+                if let Some(status) = accepted.http_status {
+                    span.record("qikchat_status", status);
+                }
+                span.record("qikchat_id", accepted.id.as_str());
+            }
+            Err(e) => {
+                if let Some(status) = e.http_status() {
+                    span.record("qikchat_status", status);
+                }
+                match e {
+                    qikchat::Error::KeyRefused { .. } => {
+                        error!(error = %e, "Qikchat refused the relay's key")
+                    }
+                    _ => warn!(error = %e, "send failed"),
+                }
+            }
+        }
+        let result = result
+            .map(|accepted| SendResponse {
+                id: accepted.id,
+                status: "queued".to_owned(),
+                warnings,
+            })
+            .map_err(|e| (ApiError::from(&e), e));
+
+        if let Some(claim) = claim {
+            let answer = match &result {
+                Ok(sent) => Some(Answer {
+                    status: 200,
+                    body: serde_json::to_string(sent).unwrap_or_default(),
+                }),
+                // These may have reached Qikchat: a retry must get this answer, never a second
+                // send.
+                Err((
+                    error,
+                    qikchat::Error::Rejected { .. }
+                    | qikchat::Error::Failed { .. }
+                    | qikchat::Error::KeyRefused { .. }
+                    | qikchat::Error::Timeout(_),
+                )) => Some(Answer {
+                    status: error.status().as_u16(),
+                    body: serde_json::to_string(&error.problem(&request_id)).unwrap_or_default(),
+                }),
+                // Nothing reached Qikchat (unreachable, rate limited): the key is free for a
+                // retry.
+                Err(_) => None,
+            };
+            self.idempotency.finish(claim, answer).await;
+        }
+        (result.map_err(|(error, _)| error), qikchat_status)
+    }
+}
+
+/// What a send holds until it is over, even if the caller has hung up: its RELAY_MAX_IN_FLIGHT
+/// permit (shutdown waits for every permit to come back) and its caller's `max_in_flight` slot.
+struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    _slot: Option<policy::Slot>,
+}
+
+/// A send with a key is refused rather than sent without protection against duplicates.
+fn unprotected(e: idempotency::StoreError) -> ApiError {
+    warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
+    ApiError::StoreUnavailable
+}
+
+/// Who sends: the caller, and its account as it was when the request arrived (a reload meanwhile
+/// does not change the key).
+struct Sender {
+    caller: Arc<str>,
+    account: Arc<Account>,
+}
