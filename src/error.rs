@@ -7,14 +7,20 @@
 use axum::{
     body::Body,
     extract::Request,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::{message::FieldError, preflight::MediaProblem};
+
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// The header that names a request: the relay sets it when a request comes without one, answers
+/// with it, and puts it in every problem document and log line.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Seconds a caller should wait before retrying when the relay cannot tell better.
 const DEFAULT_RETRY_AFTER_S: u64 = 1;
@@ -40,7 +46,7 @@ pub enum ApiError {
     Invalid(Vec<FieldError>),
     /// A media link failed its preflight check (`RELAY_MEDIA_PREFLIGHT=enforce`).
     #[error("{}", .0.first().map_or("", |p| p.detail.as_str()))]
-    Media(Vec<crate::preflight::MediaProblem>),
+    Media(Vec<MediaProblem>),
     #[error("Qikchat refused the message: {0}")]
     RejectedByQikchat(String),
     /// The caller's policy does not allow this message; `rule` names the rule.
@@ -94,25 +100,6 @@ pub enum ApiError {
     OwnersUnavailable,
     #[error("internal error")]
     Internal,
-}
-
-/// One bad field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-pub struct FieldError {
-    /// The field's path, e.g. `to` or `template.header.link`.
-    #[schema(examples("to"))]
-    pub field: String,
-    #[schema(examples("must start with + and the country code, e.g. +918080808080"))]
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// An RFC 9457 problem document, the body of every error.
@@ -302,7 +289,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub async fn problem_json(request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
-        .get(crate::app::REQUEST_ID)
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();

@@ -4,19 +4,20 @@
 //!
 //! Layout, in the order a request meets it:
 //! - [`server`]: the accept loop: connection cap, header and idle timeouts, head size limit.
-//! - [`app`]: the router, the middleware stack (its order explained there), start and shutdown.
+//! - [`http`]: the only place that knows axum: `http::app` (the router, the middleware stack with
+//!   its order explained, start and shutdown), `http::state`, `http::auth` (bearer token to
+//!   [`policy::Caller`]) and `http::routes`, one module per resource: `send`, `messages`, `health`,
+//!   `webhooks`, `docs` (OpenAPI).
 //! - [`telemetry`]: logs (one JSON line per request), metrics, OpenTelemetry traces.
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
-//! - [`auth`]: the extractor that turns a bearer token into a [`policy::Caller`].
 //! - [`relay`]: the send pipeline, no HTTP: [`relay::Relay::send`] takes a caller, a message and
-//!   options and returns what happened; `routes/send.rs` is its HTTP adapter.
+//!   options and returns what happened; `http/routes/send.rs` is its HTTP adapter.
 //! - [`policy`]: callers' rules and Qikchat accounts (`RELAY_CLIENTS_FILE`), reloaded while
 //!   running; `policy::limits` applies rates, quotas and WhatsApp pacing to a send.
 //! - [`limits`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
 //! - [`webhooks`]: Qikchat's webhooks, stored and fanned out to subscribers, signed, with retries
-//!   and dead letters (`routes/webhooks.rs` receives them).
+//!   and dead letters (`http/routes/webhooks.rs` receives them).
 //! - [`redis_client`]: the one way every Redis user connects.
-//! - [`routes`]: one module per resource: `send`, `messages`, `health`, `docs` (OpenAPI).
 //! - [`idempotency`]: `Idempotency-Key`, in memory or in Redis: a retry never sends twice.
 //! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
 //! - [`preflight`]: media links checked before sending (type, size, reachability), never an SSRF hole.
@@ -26,12 +27,11 @@
 //!   are read again when they change).
 //! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
-pub mod app;
 pub mod audit;
-pub mod auth;
 pub mod config;
 pub mod error;
 pub mod healthcheck;
+pub mod http;
 pub mod idempotency;
 pub mod limits;
 pub mod message;
@@ -40,7 +40,6 @@ pub mod preflight;
 pub mod qikchat;
 pub mod redis_client;
 pub mod relay;
-pub mod routes;
 pub mod server;
 pub mod telemetry;
 pub mod webhooks;

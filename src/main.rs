@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use qikchat_relay::{app, config::Config, healthcheck, routes::docs, telemetry};
+use qikchat_relay::{config::Config, healthcheck, http, http::routes::docs, telemetry};
 use tracing::{error, info};
 
 /// jemalloc: 15% fewer instructions per request than glibc's malloc and 1.18x the throughput, for
@@ -60,7 +60,7 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let sandbox = config.sandbox;
-    let app = match app::App::build(config).await {
+    let app = match http::app::App::build(config).await {
         Ok(app) => app,
         Err(e) => {
             error!(error = %e, "cannot start");
@@ -75,7 +75,7 @@ async fn serve(config: Config) -> ExitCode {
         }
         Err(e) => error!(error = %e, "no local address"),
     }
-    match app.run(app::shutdown_signal()).await {
+    match app.run(http::app::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "server failed");

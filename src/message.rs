@@ -9,8 +9,26 @@ use std::fmt;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use url::Url;
+use utoipa::ToSchema;
 
-use crate::error::FieldError;
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, ToSchema)]
+pub struct FieldError {
+    /// The field's path, e.g. `to` or `template.header.link`.
+    #[schema(examples("to"))]
+    pub field: String,
+    #[schema(examples("must start with + and the country code, e.g. +918080808080"))]
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// A request that passed every check.
 #[derive(Debug, Clone, PartialEq)]

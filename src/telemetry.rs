@@ -30,8 +30,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::{
-    app::REQUEST_ID,
     config::{Config, LogFormat, Traces},
+    error::REQUEST_ID,
 };
 
 mod json_lines;

@@ -1,6 +1,6 @@
 //! Qikchat's webhooks, received and fanned out to internal subscribers.
 //!
-//! - `routes/webhooks.rs` receives them: `POST /webhooks/qikchat/{secret}` stores the event and
+//! - `http/routes/webhooks.rs` receives them: `POST /webhooks/qikchat/{secret}` stores the event and
 //!   answers 200; the dead-letter endpoints are there too.
 //! - [`event`]: reading Qikchat's bodies, writing what subscribers get.
 //! - [`store`]: events and deliveries, durable (SQLite on disk, or Redis shared by replicas).

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use qikchat_relay::{app::App, config::Config};
+use qikchat_relay::{config::Config, http::app::App};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use wiremock::{

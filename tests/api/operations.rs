@@ -123,7 +123,7 @@ fn the_committed_openapi_yaml_matches_the_code() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
         .unwrap_or_default();
     assert!(
-        committed == qikchat_relay::routes::docs::openapi_yaml(),
+        committed == qikchat_relay::http::routes::docs::openapi_yaml(),
         "openapi.yaml is stale: run `cargo run -q -- openapi > openapi.yaml`"
     );
 }
@@ -143,7 +143,7 @@ async fn the_served_openapi_document_is_the_one_in_the_code() {
         .expect("json");
 
     let expected =
-        serde_json::to_value(qikchat_relay::routes::docs::ApiDoc::openapi()).expect("json");
+        serde_json::to_value(qikchat_relay::http::routes::docs::ApiDoc::openapi()).expect("json");
     assert_eq!(served["openapi"], "3.1.0");
     assert_eq!(served, expected);
 }

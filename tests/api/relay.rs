@@ -2,9 +2,9 @@
 //! a parsed message and options in, a typed outcome out.
 
 use qikchat_relay::{
-    app::AppState,
     config::Config,
     error::ApiError,
+    http::state::AppState,
     idempotency::Key,
     message::Message,
     relay::{Options, Outcome},

@@ -3,7 +3,7 @@
 //! Every request is sent with `to` as a person types it (`+91 80808 08080`), many with a null or
 //! empty optional field; Qikchat must get the normalised number and neither of those.
 
-use qikchat_relay::routes::send::examples;
+use qikchat_relay::http::routes::send::examples;
 use serde_json::{Value, json};
 
 use crate::helpers::{

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    app::AppState,
     error::ApiError,
+    http::state::AppState,
     policy::{Caller, Policy},
 };
 

@@ -9,8 +9,9 @@ use axum::{
 use tracing::{Span, error, warn};
 
 use crate::{
-    app::AppState,
-    error::{ApiError, FieldError, Result},
+    error::{ApiError, Result},
+    http::state::AppState,
+    message::FieldError,
     policy::Caller,
     policy::limits,
     qikchat::{self, MessageStatus},

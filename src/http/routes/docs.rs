@@ -13,10 +13,11 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
-    app::AppState,
-    error::{ApiError, FieldError, Problem},
+    error::{ApiError, Problem},
+    http::routes::{health, messages, send, webhooks},
+    http::state::AppState,
+    message::FieldError,
     qikchat::MessageStatus,
-    routes::{health, messages, send, webhooks},
     webhooks::{
         DeadLetter,
         event::{WebhookData, WebhookEvent},

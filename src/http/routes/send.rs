@@ -18,14 +18,14 @@ use serde_json::Value;
 use tracing::Span;
 
 use crate::{
-    app::{AppState, REQUEST_ID},
     audit::SendAttempt,
-    error::{ApiError, FieldError},
+    error::{ApiError, REQUEST_ID},
+    http::routes::JsonBody,
+    http::state::AppState,
     idempotency::{self, Answer, Key},
-    message::Message,
+    message::{FieldError, Message},
     policy::{Caller, limits},
     relay::{Options, Outcome, Report},
-    routes::JsonBody,
 };
 
 #[utoipa::path(
@@ -35,7 +35,7 @@ use crate::{
     tag = "messages",
     summary = "Send one WhatsApp message",
     description = "Validates the message, sends it through Qikchat with the relay's key, and answers with Qikchat's message id. Nothing is sent when the answer is 4xx (except `rejected_by_qikchat`, where Qikchat itself refused it).",
-    request_body(content = crate::routes::schema::SendRequest, description = "One message; `type` says which fields apply. See the examples."),
+    request_body(content = crate::http::routes::schema::SendRequest, description = "One message; `type` says which fields apply. See the examples."),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, scoped to the caller. A retry with the same key and the same request gets the first answer again (with `Idempotent-Replayed: true`) and sends nothing.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$")),
     responses(
         (status = 200, description = "Qikchat queued the message", body = crate::relay::SendResponse,

@@ -20,9 +20,10 @@ use tracing::{Span, info, warn};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    app::AppState,
-    auth::credentials,
-    error::{ApiError, FieldError, Result},
+    error::{ApiError, Result},
+    http::auth::credentials,
+    http::state::AppState,
+    message::FieldError,
     policy::DEFAULT_ACCOUNT,
     webhooks::{DeadLetter, Ingested, Kind, Webhooks, event},
 };

@@ -23,7 +23,7 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::error::{ApiError, FieldError};
+use crate::{error::ApiError, message::FieldError};
 
 mod strict_json;
 

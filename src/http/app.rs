@@ -1,5 +1,5 @@
-//! The application: shared state, the router with its middleware stack, and the server's life
-//! from bind to a drained shutdown.
+//! The application: the router with its middleware stack, and the server's life from bind to a
+//! drained shutdown.
 //!
 //! [`router`] is pure (no I/O), so tests can drive it in-process; [`App::build`] binds a port
 //! (port 0 allowed) so tests can also run the real server.
@@ -7,24 +7,18 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::HeaderName,
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret;
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -35,121 +29,13 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, ConnectionLimits},
-    error::{self, ApiError},
-    idempotency::{Idempotency, MemoryStore, Store},
-    limits::Limiter,
-    policy::Live,
-    preflight::Preflight,
-    relay::Relay,
-    routes::{self, BodyLimits},
-    server, telemetry,
-    webhooks::{
-        Store as WebhookStore, Webhooks, redis_store::RedisStore, sqlite_store::SqliteStore,
+    error::{self, ApiError, REQUEST_ID},
+    http::{
+        routes::{self, BodyLimits},
+        state::AppState,
     },
+    server, telemetry,
 };
-
-/// This replica's name among the consumers of the webhook stream: its host name and process id.
-fn consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "relay".to_owned());
-    format!("{host}-{}", std::process::id())
-}
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// How long one Redis command may take before the store counts as unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// Callers, their rules and the Qikchat accounts; reloaded when their files change.
-    pub policy: Arc<Live>,
-    /// The send pipeline and what it holds: limits, idempotency, link checks, permits, the store.
-    pub relay: Arc<Relay>,
-    pub metrics: PrometheusHandle,
-    /// Qikchat's webhooks and their fan-out, when `RELAY_WEBHOOK_SECRET` is set.
-    pub webhooks: Option<Arc<Webhooks>>,
-}
-
-impl AppState {
-    pub fn new(config: &Config) -> std::io::Result<Self> {
-        // First: metrics recorded while building (counters exported at 0) need the recorder.
-        let metrics = telemetry::metrics();
-        let policy = Arc::new(
-            Live::start(config.policy.clone(), config.upstream_timeout())
-                .map_err(std::io::Error::other)?,
-        );
-        // Always there: who sent each message is recorded whether or not webhooks are on.
-        let message_store = match &config.redis_url {
-            Some(url) => WebhookStore::Redis(
-                RedisStore::new(
-                    url.expose_secret(),
-                    REDIS_TIMEOUT,
-                    consumer_name(),
-                    config.store.webhook_max_bytes,
-                )
-                .map_err(|_| {
-                    std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client")
-                })?,
-            ),
-            None => WebhookStore::Sqlite(
-                SqliteStore::open(&config.store.data_dir, config.store.webhook_max_bytes)
-                    .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
-            ),
-        };
-        if config.webhooks.is_some() {
-            metrics::gauge!("relay_webhook_store_max_bytes")
-                .set(config.store.webhook_max_bytes as f64);
-        }
-        let webhooks = match &config.webhooks {
-            None => None,
-            Some(settings) => Some(
-                Webhooks::new(settings.clone(), message_store.clone(), policy.clone())
-                    .map_err(std::io::Error::other)?,
-            ),
-        };
-        let no_client = |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client");
-        let (store, limiter) = match &config.redis_url {
-            Some(url) => (
-                Store::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
-                Limiter::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
-            ),
-            None => (
-                Store::Memory(MemoryStore::new(config.idempotency_max_keys)),
-                Limiter::memory(),
-            ),
-        };
-        let preflight = Preflight::new(
-            config.media_preflight,
-            Duration::from_millis(config.media_preflight_timeout_ms),
-            config.media_preflight_allow_private,
-            Duration::from_secs(config.media_preflight_cache_s),
-        )
-        .map_err(std::io::Error::other)?;
-        let relay = Relay {
-            preflight,
-            idempotency: Idempotency::new(
-                store,
-                config.idempotency_lease(),
-                config.idempotency_ttl(),
-            ),
-            store: message_store,
-            owner_ttl: config.store.owner_ttl,
-            limiter: Arc::new(limiter),
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-            max_in_flight: config.max_in_flight,
-            draining: AtomicBool::new(false),
-        };
-        Ok(Self {
-            webhooks,
-            policy,
-            relay: Arc::new(relay),
-            metrics,
-        })
-    }
-}
 
 /// Every route and the middleware around them.
 pub fn router(state: AppState, body: BodyLimits) -> Router {
