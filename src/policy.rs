@@ -1039,10 +1039,15 @@ impl Live {
             || matches!(self.sources.default_key, KeySource::File(_))
     }
 
-    /// Re-reads the sources every `every` and on SIGHUP, for as long as the process runs.
+    /// Re-reads the sources every `every` and on SIGHUP, on `tasks`, until `stop` is cancelled.
     /// Polling reads the files through their path, so a Kubernetes secret update (a symlink
     /// swapped to a new directory) is seen like any other change.
-    pub fn watch(self: Arc<Self>, every: Duration) {
+    pub fn watch(
+        self: Arc<Self>,
+        every: Duration,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         // Installed before this returns: from then on SIGHUP reloads, instead of ending the
         // process as it does by default.
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -1053,12 +1058,13 @@ impl Live {
                 None
             }
         };
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 let reason = tokio::select! {
+                    () = stop.cancelled() => return,
                     _ = tick.tick() => "changed",
                     Some(()) = async {
                         match hangup.as_mut() {

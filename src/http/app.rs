@@ -19,7 +19,7 @@ use axum::{
     routing::{get, post},
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -92,6 +92,8 @@ async fn method_not_allowed() -> Response {
 
 /// A bound, ready-to-run relay.
 pub struct App {
+    /// The loops that run beside the server: the policy's reloads, the webhook fan-out.
+    background: Background,
     listener: TcpListener,
     router: Router,
     state: AppState,
@@ -104,17 +106,20 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> std::io::Result<Self> {
         let state = AppState::new(&config)?;
-        state
-            .policy
-            .clone()
-            .watch(Duration::from_millis(config.reload_interval_ms));
+        let background = Background::default();
+        state.policy.clone().watch(
+            Duration::from_millis(config.reload_interval_ms),
+            &background.tasks,
+            background.stop.clone(),
+        );
         if let Some(webhooks) = &state.webhooks {
-            webhooks.start();
+            webhooks.start(&background.tasks, &background.stop);
         }
         let listener = TcpListener::bind(config.listen_addr).await?;
         let max_connections =
             server::connection_budget(config.connections.max_connections, config.max_in_flight);
         Ok(Self {
+            background,
             router: router(
                 state.clone(),
                 BodyLimits {
@@ -155,7 +160,10 @@ impl App {
         ));
 
         tokio::select! {
-            result = &mut server => return result.map_err(std::io::Error::other),
+            result = &mut server => {
+                self.background.stop().await;
+                return result.map_err(std::io::Error::other);
+            }
             () = shutdown => {}
         }
         let relay = &self.state.relay;
@@ -177,7 +185,7 @@ impl App {
             let _all_back = in_flight.acquire_many(all_permits).await;
             served
         };
-        match tokio::time::timeout(self.drain_timeout, drained).await {
+        let served = match tokio::time::timeout(self.drain_timeout, drained).await {
             Ok(result) => {
                 info!("drained; exiting");
                 result.map_err(std::io::Error::other)
@@ -191,6 +199,40 @@ impl App {
                 server.abort();
                 Ok(())
             }
+        };
+        // After the drain: deliveries and reloads go on while requests finish.
+        self.background.stop().await;
+        served
+    }
+}
+
+/// How long the background loops get to stop once told to: they stop at their next await, so
+/// this bounds only a policy reload or a store call already under way.
+const BACKGROUND_STOP: Duration = Duration::from_secs(5);
+
+/// The loops that run beside the server, owned by the [`App`]: started on `tasks`, told to stop
+/// through `stop`, and waited for before [`App::run`] returns, so that nothing of a relay keeps
+/// running once it has (a test's relay, or the process winding down).
+#[derive(Default)]
+struct Background {
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Background {
+    async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(BACKGROUND_STOP, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = self.tasks.len(),
+                "background tasks did not stop in time; exiting without them"
+            );
+        } else {
+            info!("background tasks stopped");
         }
     }
 }

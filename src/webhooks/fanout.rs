@@ -9,6 +9,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use super::{Delivery, Event, Kind, NewDelivery, Owner, Store, StoreError, event};
@@ -69,44 +70,57 @@ impl Webhooks {
         }))
     }
 
-    /// Starts the router and the deliverer; they run as long as the process.
-    pub fn start(self: &Arc<Self>) {
-        let router = self.clone();
-        tokio::spawn(async move { router.route_forever().await });
-        let deliverer = self.clone();
-        tokio::spawn(async move { deliverer.deliver_forever().await });
+    /// Starts the router and the deliverer on `tasks`; they stop when `stop` is cancelled. A
+    /// batch cut off half-way is safe: its events and deliveries stay leased and are taken up
+    /// again when the leases run out (at least once, never lost).
+    pub fn start(self: &Arc<Self>, tasks: &TaskTracker, stop: &CancellationToken) {
+        let (router, stop_routing) = (self.clone(), stop.clone());
+        tasks.spawn(async move {
+            while stop_routing
+                .run_until_cancelled(router.route_some())
+                .await
+                .is_some()
+            {}
+        });
+        let (deliverer, stop_delivering) = (self.clone(), stop.clone());
+        tasks.spawn(async move {
+            while stop_delivering
+                .run_until_cancelled(deliverer.clone().deliver_some())
+                .await
+                .is_some()
+            {}
+        });
     }
 
-    async fn route_forever(&self) {
-        loop {
-            match self.store.unrouted(BATCH, ROUTE_LEASE).await {
-                Ok(events) if !events.is_empty() => {
-                    for (handle, event) in events {
-                        let deliveries = match self.deliveries(&event).await {
-                            Ok(deliveries) => deliveries,
-                            Err(e) => {
-                                // Left unrouted: claimed again once its lease runs out.
-                                warn!(error = %e, "cannot look up who sent a message; its status will be routed later");
-                                continue;
-                            }
-                        };
-                        let count = deliveries.len();
-                        match self.store.route(&handle, &deliveries).await {
-                            Ok(()) => {
-                                debug!(event = %event.key, deliveries = count, "webhook event routed");
-                                self.wake.notify_waiters();
-                            }
-                            Err(e) => {
-                                warn!(error = %e, "a webhook event could not be routed; it will be again")
-                            }
-                        }
-                    }
+    /// Routes one batch of new events, or waits for some.
+    async fn route_some(&self) {
+        let events = match self.store.unrouted(BATCH, ROUTE_LEASE).await {
+            Ok(events) if !events.is_empty() => events,
+            Ok(_) => return self.idle().await,
+            Err(e) => {
+                warn!(error = %e, "webhook store unavailable for routing");
+                return self.idle().await;
+            }
+        };
+        for (handle, event) in events {
+            let deliveries = match self.deliveries(&event).await {
+                Ok(deliveries) => deliveries,
+                Err(e) => {
+                    // Left unrouted: claimed again once its lease runs out.
+                    warn!(error = %e, "cannot look up who sent a message; its status will be routed later");
                     continue;
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "webhook store unavailable for routing"),
+            };
+            let count = deliveries.len();
+            match self.store.route(&handle, &deliveries).await {
+                Ok(()) => {
+                    debug!(event = %event.key, deliveries = count, "webhook event routed");
+                    self.wake.notify_waiters();
+                }
+                Err(e) => {
+                    warn!(error = %e, "a webhook event could not be routed; it will be again")
+                }
             }
-            self.idle().await;
         }
     }
 
@@ -170,24 +184,23 @@ impl Webhooks {
         }
     }
 
-    async fn deliver_forever(self: Arc<Self>) {
+    /// Makes one batch of due delivery attempts side by side, or waits for some to be due.
+    async fn deliver_some(self: Arc<Self>) {
         let lease = self.settings.delivery_timeout + Duration::from_secs(5);
-        loop {
-            match self.store.due(BATCH, lease).await {
-                Ok(due) if !due.is_empty() => {
-                    let mut attempts = tokio::task::JoinSet::new();
-                    for delivery in due {
-                        let this = self.clone();
-                        attempts.spawn(async move { this.attempt(delivery).await });
-                    }
-                    while attempts.join_next().await.is_some() {}
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "webhook store unavailable for delivery"),
+        let due = match self.store.due(BATCH, lease).await {
+            Ok(due) if !due.is_empty() => due,
+            Ok(_) => return self.idle().await,
+            Err(e) => {
+                warn!(error = %e, "webhook store unavailable for delivery");
+                return self.idle().await;
             }
-            self.idle().await;
+        };
+        let mut attempts = tokio::task::JoinSet::new();
+        for delivery in due {
+            let this = self.clone();
+            attempts.spawn(async move { this.attempt(delivery).await });
         }
+        while attempts.join_next().await.is_some() {}
     }
 
     /// One attempt: success removes the delivery; a failure schedules the next attempt, or

@@ -496,3 +496,57 @@ async fn qikchat_text_with_the_key_in_a_changed_form_reaches_neither_the_caller_
         );
     }
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_webhook_fan_out_and_the_reloads_then_exits_0_promptly() {
+    let qikchat = MockServer::start().await;
+    // A subscriber that takes its time: a delivery is under way when SIGTERM comes.
+    let subscriber = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/alerts/inbound"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(4)))
+        .mount(&subscriber)
+        .await;
+    let dir = crate::helpers::TempDir::new();
+    let callers = dir.write("clients.toml", &crate::webhooks::callers_file(&subscriber));
+    let mut relay = start(&settings(
+        &qikchat,
+        &[
+            ("RELAY_CLIENTS_FILE", &callers),
+            ("RELAY_WEBHOOK_SECRET", crate::webhooks::WEBHOOK_SECRET),
+            ("RELAY_RELOAD_INTERVAL_MS", "100"),
+        ],
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let stored = crate::webhooks::post_event(
+        &http,
+        &relay.url,
+        &crate::webhooks::inbound_event("in-stop", "hi"),
+    )
+    .await;
+    assert_eq!(stored.status(), 200);
+    assert_eq!(
+        crate::webhooks::received(&subscriber, "/alerts/inbound", 1)
+            .await
+            .len(),
+        1,
+        "a delivery is under way"
+    );
+
+    let asked = std::time::Instant::now();
+    relay.terminate();
+    assert_eq!(relay.exit_code(Duration::from_secs(10)).await, 0);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "exited after {:?}, not promptly",
+        asked.elapsed()
+    );
+    let output = relay.output();
+    assert!(
+        output
+            .iter()
+            .any(|line| line.contains("background tasks stopped")),
+        "the loops were stopped, not abandoned: {output:?}"
+    );
+}
