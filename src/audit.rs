@@ -1,5 +1,5 @@
 //! The audit trail: one event per send attempt on the `audit` log target, whatever its outcome,
-//! so operators can route it to their log store on its own (README, "Operating it").
+//! so operators can route it to their log store on its own (docs/operating.md).
 //!
 //! It names the caller, the request, the message (its type and the masked recipient, never its
 //! content) and what Qikchat answered. An Idempotency-Key appears only as its SHA-256.

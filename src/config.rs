@@ -1,6 +1,6 @@
 //! The relay's configuration: read once from the environment into one typed [`Config`].
 //!
-//! Every setting is an environment variable (see the README's table). A missing or invalid value is
+//! Every setting is an environment variable (docs/configuration.md). A missing or invalid value is
 //! a [`ConfigError`] that names the variable and never contains a secret.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

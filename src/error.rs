@@ -115,7 +115,7 @@ pub struct Problem {
     pub status: u16,
     #[schema(examples("the request has invalid fields"))]
     pub detail: String,
-    /// Stable, machine-readable; see the README's error table.
+    /// Stable, machine-readable; see the error table in docs/sending.md.
     #[schema(examples("invalid_request"))]
     pub code: String,
     /// The `x-request-id` of the request that failed: quote it when asking for help.
