@@ -14,7 +14,12 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{message::FieldError, preflight::MediaProblem};
+use crate::{
+    message::FieldError,
+    policy::{Refusal, Rule},
+    preflight::MediaProblem,
+    qikchat,
+};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -51,14 +56,14 @@ pub enum ApiError {
     RejectedByQikchat(String),
     /// The caller's policy does not allow this message; `rule` names the rule.
     #[error("{detail}")]
-    Forbidden { rule: &'static str, detail: String },
+    Forbidden { rule: Rule, detail: String },
     /// A limit was hit: the caller's rate or quota, the account's pacing (`rule` names the
     /// setting), or Qikchat's own (`rule` is `None`).
     #[error("{detail}")]
     RateLimited {
         retry_after_s: u64,
         detail: String,
-        rule: Option<&'static str>,
+        rule: Option<Rule>,
     },
     #[error("Qikchat failed; the message was not confirmed")]
     UpstreamError,
@@ -231,7 +236,7 @@ impl ApiError {
                 Self::Forbidden { rule, .. }
                 | Self::RateLimited {
                     rule: Some(rule), ..
-                } => Some((*rule).to_owned()),
+                } => Some(rule.as_str().to_owned()),
                 _ => None,
             },
         }
@@ -332,4 +337,48 @@ fn unexplained(response: &Response) -> Option<ApiError> {
         )),
         _ => ApiError::Internal,
     })
+}
+
+/// The policy's refusals: 403 for a rule, 429 for a limit, 503 when limits cannot be checked.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Forbidden { rule, detail } => Self::Forbidden { rule, detail },
+            Refusal::Limited {
+                rule,
+                retry_after_s,
+                detail,
+            } => Self::RateLimited {
+                retry_after_s,
+                detail,
+                rule: Some(rule),
+            },
+            Refusal::LimitsUnavailable => Self::LimitsUnavailable,
+        }
+    }
+}
+
+/// What Qikchat's answers mean for a caller.
+impl From<&qikchat::Error> for ApiError {
+    fn from(e: &qikchat::Error) -> Self {
+        use qikchat::Error;
+        match e {
+            Error::Unreachable(_) => Self::UpstreamUnavailable,
+            Error::Timeout(_) => Self::UpstreamTimeout,
+            Error::Rejected { message, .. } => Self::RejectedByQikchat(message.clone()),
+            Error::RateLimited { retry_after_s } => Self::RateLimited {
+                retry_after_s: *retry_after_s,
+                detail: "Qikchat is rate limiting the relay; nothing was sent".to_owned(),
+                rule: None,
+            },
+            Error::KeyRefused { .. } | Error::Failed { .. } => Self::UpstreamError,
+            Error::NotFound => Self::NotFound("no message with this id".to_owned()),
+        }
+    }
+}
+
+impl From<qikchat::Error> for ApiError {
+    fn from(e: qikchat::Error) -> Self {
+        Self::from(&e)
+    }
 }

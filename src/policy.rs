@@ -23,13 +23,15 @@ use tracing::{error, info, warn};
 use url::Url;
 
 use crate::{
-    error::ApiError,
     limits::Rate,
     message::{Content, Message, MessageType},
     qikchat::{Qikchat, Upstream},
 };
 
 pub mod limits;
+mod rule;
+
+pub use rule::{Refusal, Rule};
 
 /// The account `QIKCHAT_API_KEY` / `QIKCHAT_API_KEY_FILE` configure, and callers' default.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -279,12 +281,12 @@ impl Rules {
     }
 
     /// Refuses a message outside the caller's types, templates or destinations, naming the rule.
-    pub fn permit(&self, message: &Message) -> Result<(), ApiError> {
+    pub fn permit(&self, message: &Message) -> Result<(), Refusal> {
         let message_type = message.content.message_type();
         if let Some(types) = &self.types {
             if !types.contains(&message_type) {
                 return Err(self.forbidden(
-                    "types",
+                    Rule::Types,
                     format!("may not send {} messages", message_type.as_str()),
                 ));
             }
@@ -293,7 +295,7 @@ impl Rules {
         {
             if !templates.contains(&template.name) {
                 return Err(self.forbidden(
-                    "templates",
+                    Rule::Templates,
                     format!("may not use the template {:?}", template.name),
                 ));
             }
@@ -305,7 +307,7 @@ impl Rules {
                 .any(|prefix| to.starts_with(prefix.as_str()))
             {
                 return Err(self.forbidden(
-                    "destinations",
+                    Rule::Destinations,
                     format!(
                         "may not send to {} (allowed: numbers starting with {})",
                         message.to.masked(),
@@ -317,8 +319,8 @@ impl Rules {
         Ok(())
     }
 
-    fn forbidden(&self, rule: &'static str, what: String) -> ApiError {
-        ApiError::Forbidden {
+    fn forbidden(&self, rule: Rule, what: String) -> Refusal {
+        Refusal::Forbidden {
             rule,
             detail: format!("caller {} {what} (rule: {rule})", self.name),
         }
@@ -801,7 +803,7 @@ pub struct Caller {
 
 impl Caller {
     /// The Qikchat account this caller sends through.
-    pub fn account(&self) -> Result<Arc<Account>, ApiError> {
+    pub fn account(&self) -> Result<Arc<Account>, Refusal> {
         self.policy.account(&self.rules)
     }
 }
@@ -942,15 +944,17 @@ impl Policy {
 
     /// The account a caller sends through. Checked when the policy was loaded, so missing only
     /// if a reload removed it between authentication and use.
-    pub fn account(&self, rules: &Rules) -> Result<Arc<Account>, ApiError> {
+    pub fn account(&self, rules: &Rules) -> Result<Arc<Account>, Refusal> {
         self.accounts
             .get(&rules.account)
             .cloned()
-            .ok_or_else(|| ApiError::Forbidden {
-                rule: "account",
+            .ok_or_else(|| Refusal::Forbidden {
+                rule: Rule::Account,
                 detail: format!(
-                    "caller {} sends through account {}, which is not configured (rule: account)",
-                    rules.name, rules.account
+                    "caller {} sends through account {}, which is not configured (rule: {})",
+                    rules.name,
+                    rules.account,
+                    Rule::Account
                 ),
             })
     }

@@ -18,9 +18,8 @@ use tracing::{Instrument, info_span, warn};
 use url::Url;
 use utoipa::ToSchema;
 
-use crate::{
-    error::ApiError,
-    message::{Content, MediaKind, Message, TemplateButton, TemplateHeader, TemplateParameters},
+use crate::message::{
+    Content, MediaKind, Message, TemplateButton, TemplateHeader, TemplateParameters,
 };
 
 /// The header Qikchat authenticates with.
@@ -157,29 +156,6 @@ impl Error {
             Self::Failed { .. } => "failed",
             Self::NotFound => "not_found",
         }
-    }
-}
-
-impl From<&Error> for ApiError {
-    fn from(e: &Error) -> Self {
-        match e {
-            Error::Unreachable(_) => Self::UpstreamUnavailable,
-            Error::Timeout(_) => Self::UpstreamTimeout,
-            Error::Rejected { message, .. } => Self::RejectedByQikchat(message.clone()),
-            Error::RateLimited { retry_after_s } => Self::RateLimited {
-                retry_after_s: *retry_after_s,
-                detail: "Qikchat is rate limiting the relay; nothing was sent".to_owned(),
-                rule: None,
-            },
-            Error::KeyRefused { .. } | Error::Failed { .. } => Self::UpstreamError,
-            Error::NotFound => Self::NotFound("no message with this id".to_owned()),
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        Self::from(&e)
     }
 }
 

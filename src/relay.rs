@@ -174,7 +174,7 @@ impl Relay {
             Ok(headers) => attempt.rate_limit = headers,
             Err((e, headers)) => {
                 attempt.rate_limit = headers;
-                return Err(self.release(claim, e).await);
+                return Err(self.release(claim, e.into()).await);
             }
         }
 

@@ -158,16 +158,11 @@ pub fn metrics() -> PrometheusHandle {
             // Counters that alerts divide or take rates of exist from the start, at 0, rather
             // than appearing with their first event.
             // `rate_limited` is Qikchat's 429; the relay's own limits count under their rule.
-            for reason in [
-                "overloaded",
-                "caller_in_flight",
-                "draining",
-                "rate_limited",
-                "rate_per_minute",
-                "daily_quota",
-                "rate_per_second",
-                "recipient_interval_ms",
-            ] {
+            let limits = crate::policy::Rule::LIMITS.map(crate::policy::Rule::as_str);
+            for reason in ["overloaded", "caller_in_flight", "draining", "rate_limited"]
+                .into_iter()
+                .chain(limits)
+            {
                 metrics::counter!("relay_rejections_total", "reason" => reason).increment(0);
             }
             for reason in crate::server::Shed::ALL {

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{AccountSpec, Rules};
+use super::{AccountSpec, Refusal, Rule, Rules};
 use crate::{
-    error::ApiError,
     limits::{Decision, Limiter, Rate, StoreError},
     message::Recipient,
 };
@@ -58,7 +57,8 @@ fn seconds(duration: Duration) -> u64 {
     duration.as_millis().div_ceil(1000) as u64
 }
 
-type Refusal = (ApiError, Option<RateLimitHeaders>);
+/// A refusal and the caller's rate headers as they stand after it.
+type Refused = (Refusal, Option<RateLimitHeaders>);
 
 /// Takes one unit from every limit that applies; the first that refuses answers 429 with
 /// `Retry-After` and the rule's name. The rates (the caller's, the account's, the recipient's)
@@ -69,7 +69,7 @@ pub async fn check(
     rules: &Rules,
     account: &AccountSpec,
     to: &Recipient,
-) -> Result<Option<RateLimitHeaders>, Refusal> {
+) -> Result<Option<RateLimitHeaders>, Refused> {
     let caller_key = format!("caller:{}", rules.name);
     // The quota's headers and the caller rate's; answers carry the tighter of the two.
     let mut quota_seen = None;
@@ -82,25 +82,25 @@ pub async fn check(
         quota_seen = Some(RateLimitHeaders::from(&decision));
         if !decision.allowed {
             let detail = format!(
-                "caller {} has used its daily quota of {quota}; it resets at 00:00 UTC (rule: daily_quota)",
+                "caller {} has used its daily quota of {quota}; it resets at 00:00 UTC",
                 rules.name
             );
-            return Err((limited("daily_quota", &decision, detail), quota_seen));
+            return Err((limited(Rule::DailyQuota, &decision, detail), quota_seen));
         }
     }
 
     // Recipients are kept as hashes: the limits store holds no phone numbers.
     let recipient_key = format!("recipient:{}:{}", account.name, to.pseudonym());
     let account_key = format!("account:{}", account.name);
-    let mut rates: Vec<(&str, Rate, &'static str)> = Vec::new();
+    let mut rates: Vec<(&str, Rate, Rule)> = Vec::new();
     if let Some(rate) = rules.rate {
-        rates.push((&caller_key, rate, "rate_per_minute"));
+        rates.push((&caller_key, rate, Rule::RatePerMinute));
     }
     if let Some(rate) = account.rate {
-        rates.push((&account_key, rate, "rate_per_second"));
+        rates.push((&account_key, rate, Rule::RatePerSecond));
     }
     if let Some(rate) = account.recipient_rate {
-        rates.push((&recipient_key, rate, "recipient_interval_ms"));
+        rates.push((&recipient_key, rate, Rule::RecipientIntervalMs));
     }
     if rates.is_empty() {
         return Ok(quota_seen);
@@ -136,24 +136,24 @@ pub async fn check(
     }
     let headers = tighter(rate_seen, quota_seen);
     let detail = match *rule {
-        "rate_per_minute" => format!(
-            "caller {} may send {} a minute (burst {}) (rule: rate_per_minute)",
+        Rule::RatePerMinute => format!(
+            "caller {} may send {} a minute (burst {})",
             rules.name,
             per_minute(*rate),
             rate.burst
         ),
-        "rate_per_second" => format!(
-            "account {} may send {} messages a second (rule: rate_per_second)",
+        Rule::RatePerSecond => format!(
+            "account {} may send {} messages a second",
             account.name, rate.burst
         ),
         _ => format!(
-            "{} was sent {} messages in a burst; WhatsApp allows one every {} ms after that (rule: recipient_interval_ms)",
+            "{} was sent {} messages in a burst; WhatsApp allows one every {} ms after that",
             to.masked(),
             rate.burst,
             rate.interval.as_millis()
         ),
     };
-    Err((limited(rule, decision, detail), headers))
+    Err((limited(*rule, decision, detail), headers))
 }
 
 /// Returns the unit of daily quota a refused send took.
@@ -171,17 +171,18 @@ fn per_minute(rate: Rate) -> u64 {
     (60_000 + interval / 2).div_euclid(interval) as u64
 }
 
-fn limited(rule: &'static str, decision: &Decision, detail: String) -> ApiError {
-    ApiError::RateLimited {
+/// `detail` says what was used up; the rule's name is added to it.
+fn limited(rule: Rule, decision: &Decision, detail: String) -> Refusal {
+    Refusal::Limited {
         retry_after_s: seconds(decision.retry_after).max(1),
-        detail,
-        rule: Some(rule),
+        detail: format!("{detail} (rule: {rule})"),
+        rule,
     }
 }
 
-fn unavailable(e: StoreError) -> Refusal {
+fn unavailable(e: StoreError) -> Refused {
     tracing::warn!(error = %e, "refusing a send: its limits cannot be checked");
-    (ApiError::LimitsUnavailable, None)
+    (Refusal::LimitsUnavailable, None)
 }
 
 /// The caller's rate and quota as they stand, taking nothing: the `RateLimit-*` headers of an

@@ -7,6 +7,7 @@ use qikchat_relay::{
     http::state::AppState,
     idempotency::Key,
     message::Message,
+    policy::Rule,
     relay::{Options, Outcome},
 };
 use serde_json::json;
@@ -77,7 +78,10 @@ async fn the_pipeline_sends_replays_and_refuses_without_an_http_request() {
     assert!(
         matches!(
             refused.result,
-            Err(ApiError::Forbidden { rule: "types", .. })
+            Err(ApiError::Forbidden {
+                rule: Rule::Types,
+                ..
+            })
         ),
         "{:?}",
         refused.result.err()

@@ -17,6 +17,7 @@ use crate::{
     http::routes::{health, messages, send, webhooks},
     http::state::AppState,
     message::FieldError,
+    policy::Rule,
     qikchat::MessageStatus,
     webhooks::{
         DeadLetter,
@@ -154,10 +155,10 @@ impl Modify for ProblemExamples {
                 retry_after_s: 1,
                 detail: "caller billing may send 120 a minute (burst 20) (rule: rate_per_minute)"
                     .to_owned(),
-                rule: Some("rate_per_minute"),
+                rule: Some(Rule::RatePerMinute),
             },
             ApiError::Forbidden {
-                rule: "templates",
+                rule: Rule::Templates,
                 detail:
                     "caller billing may not use the template \"promo_diwali\" (rule: templates)"
                         .to_owned(),

@@ -24,7 +24,7 @@ use crate::{
     http::state::AppState,
     idempotency::{self, Answer, Key},
     message::{FieldError, Message},
-    policy::{Caller, limits},
+    policy::{Caller, Rule, limits},
     relay::{Options, Outcome, Report},
 };
 
@@ -98,7 +98,7 @@ pub async fn send(
         Err(ApiError::Overloaded) => Some("overloaded"),
         Err(ApiError::CallerOverloaded { .. }) => Some("caller_in_flight"),
         Err(ApiError::Draining) => Some("draining"),
-        Err(ApiError::RateLimited { rule, .. }) => Some(rule.unwrap_or("rate_limited")),
+        Err(ApiError::RateLimited { rule, .. }) => Some(rule.map_or("rate_limited", Rule::as_str)),
         _ => None,
     };
     if let Some(reason) = shed {
