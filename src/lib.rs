@@ -23,8 +23,8 @@
 //! - [`preflight`]: media links checked before sending (type, size, reachability), never an SSRF hole.
 //! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
 //! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
-//! - [`config`]: the typed configuration, read from the environment once (the policy's files
-//!   are read again when they change).
+//! - [`config`]: the typed configuration, read from the environment once; it names the policy's
+//!   files and reads none (`policy::Live` reads them at start and again when they change).
 //! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
 pub mod audit;

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use qikchat_relay::{config::Config, healthcheck, http, http::routes::docs, telemetry};
+use qikchat_relay::{config::Config, healthcheck, http, http::routes::docs, policy, telemetry};
 use tracing::{error, info};
 
 /// jemalloc: 15% fewer instructions per request than glibc's malloc and 1.18x the throughput, for
@@ -46,6 +46,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The callers file and the key file are read here, once, and checked like the environment:
+    // a broken one stops the start with one line naming it.
+    let policy = match policy::Live::start(config.policy.clone(), config.upstream_timeout()) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("qikchat-relay: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let telemetry = match telemetry::init(&config) {
         Ok(telemetry) => telemetry,
         Err(e) => {
@@ -53,14 +62,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = serve(config).await;
+    let code = serve(config, policy).await;
     telemetry.shutdown().await;
     code
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, policy: policy::Live) -> ExitCode {
     let sandbox = config.sandbox;
-    let app = match http::app::App::build(config).await {
+    let app = match http::app::App::build_with_policy(config, policy).await {
         Ok(app) => app,
         Err(e) => {
             error!(error = %e, "cannot start");

@@ -104,8 +104,20 @@ pub struct App {
 }
 
 impl App {
+    /// Reads the policy's sources (the callers file, the key file), then builds the app.
     pub async fn build(config: Config) -> std::io::Result<Self> {
-        let state = AppState::new(&config)?;
+        let policy = crate::policy::Live::start(config.policy.clone(), config.upstream_timeout())
+            .map_err(std::io::Error::other)?;
+        Self::build_with_policy(config, policy).await
+    }
+
+    /// Builds the app around a policy read already: `main` reads it first, so that a broken
+    /// callers file or key file is a configuration error like any other.
+    pub async fn build_with_policy(
+        config: Config,
+        policy: crate::policy::Live,
+    ) -> std::io::Result<Self> {
+        let state = AppState::new(&config, policy)?;
         let background = Background::default();
         state.policy.clone().watch(
             Duration::from_millis(config.reload_interval_ms),

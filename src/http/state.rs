@@ -47,13 +47,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> std::io::Result<Self> {
+    /// Builds every part from `config`, with `policy` already read from its sources
+    /// ([`Live::start`]).
+    pub fn new(config: &Config, policy: Live) -> std::io::Result<Self> {
         // First: metrics recorded while building (counters exported at 0) need the recorder.
         let metrics = telemetry::metrics();
-        let policy = Arc::new(
-            Live::start(config.policy.clone(), config.upstream_timeout())
-                .map_err(std::io::Error::other)?,
-        );
+        let policy = Arc::new(policy);
         // Always there: who sent each message is recorded whether or not webhooks are on.
         let message_store = match &config.redis_url {
             Some(url) => WebhookStore::Redis(

@@ -592,11 +592,7 @@ fn a_callers_file_with_a_bad_entry_is_refused_at_start_naming_the_entry_and_neve
             "clients.toml",
             &format!("[clients.billing]\ntoken = \"{TOKEN}\"\n{line}\n"),
         );
-        let error = qikchat_relay::config::Config::from_pairs([
-            ("QIKCHAT_API_KEY", KEY),
-            ("RELAY_CLIENTS_FILE", path.as_str()),
-        ])
-        .expect_err(line);
+        let error = refused_at_start(&path).expect_err(line);
         let text = error.to_string();
         assert!(
             text.contains("RELAY_CLIENTS_FILE") && text.contains(named),
@@ -605,11 +601,7 @@ fn a_callers_file_with_a_bad_entry_is_refused_at_start_naming_the_entry_and_neve
         assert!(!text.contains(TOKEN) && !text.contains(KEY), "{text}");
     }
     let path = dir.write("clients.toml", "[clients.billing]\ntoken = \"short\"\n");
-    let error = qikchat_relay::config::Config::from_pairs([
-        ("QIKCHAT_API_KEY", KEY),
-        ("RELAY_CLIENTS_FILE", path.as_str()),
-    ])
-    .expect_err("a short token");
+    let error = refused_at_start(&path).expect_err("a short token");
     assert!(
         error.to_string().contains("clients.billing.token"),
         "{error}"
@@ -621,6 +613,19 @@ fn a_callers_file_with_a_bad_entry_is_refused_at_start_naming_the_entry_and_neve
     ])
     .expect_err("both");
     assert_eq!(error.variable, "RELAY_CLIENTS_FILE");
+}
+
+/// What the start makes of a callers file at `path`: the environment names it (and reads no
+/// file), then the policy reads it, as `main` does before it serves.
+fn refused_at_start(path: &str) -> Result<(), String> {
+    let config = qikchat_relay::config::Config::from_pairs([
+        ("QIKCHAT_API_KEY", KEY),
+        ("RELAY_CLIENTS_FILE", path),
+    ])
+    .map_err(|e| e.to_string())?;
+    qikchat_relay::policy::Live::start(config.policy.clone(), config.upstream_timeout())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]

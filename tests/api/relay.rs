@@ -42,7 +42,10 @@ async fn the_pipeline_sends_replays_and_refuses_without_an_http_request() {
         ],
     ))
     .expect("valid");
-    let state = AppState::new(&config).expect("the relay's parts start");
+    let policy =
+        qikchat_relay::policy::Live::start(config.policy.clone(), config.upstream_timeout())
+            .expect("the callers file reads");
+    let state = AppState::new(&config, policy).expect("the relay's parts start");
     let caller = state.policy.current().caller("billing").expect("billing");
     let text =
         || Message::parse(&json!({"to": RECIPIENT, "type": "text", "text": "hi"})).expect("valid");
