@@ -710,6 +710,8 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::message::properties::{has_null, json_value};
+    use crate::message::{Message, MessageType};
 
     const KEY: &str = "qk_property_test_key_0123456789";
 
@@ -800,6 +802,32 @@ mod properties {
     }
 
     proptest! {
+        #[test]
+        fn any_json_is_either_a_well_formed_qikchat_body_or_named_errors(body in json_value()) {
+            match Message::parse(&body) {
+                Ok(message) => {
+                    let sent = send_body(&message);
+                    let kind = sent["type"].as_str().unwrap_or_default().to_owned();
+                    prop_assert!(MessageType::ALL.iter().any(|t| t.as_str() == kind));
+                    prop_assert!(sent["to_contact"].as_str().is_some_and(|to| to.starts_with('+')));
+                    prop_assert!(sent[kind.as_str()].is_object(), "{}", sent);
+                    prop_assert!(!has_null(&sent), "{}", sent);
+                }
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    prop_assert!(errors.iter().all(|e| !e.field.is_empty() && !e.message.is_empty()));
+                }
+            }
+        }
+
+        #[test]
+        fn every_valid_text_is_sent_as_it_was_given(text in "\\PC{1,300}", preview in any::<bool>()) {
+            let message = Message::parse(&json!({"to": "+918080808080", "type": "text", "text": text, "preview_url": preview}));
+            let sent = send_body(&message.expect("a valid text"));
+            prop_assert_eq!(&sent["text"]["body"], &json!(text));
+            prop_assert_eq!(sent.get("preview_url").is_some(), preview);
+        }
+
         #[test]
         fn any_send_answer_is_classified_without_panicking_or_leaking_the_key(status in 100u16..600, body in body()) {
             match qikchat().parse_send_answer(&answer(status, body)) {
