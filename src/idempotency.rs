@@ -108,9 +108,10 @@ pub struct Claim {
     current: String,
 }
 
+/// This module's error: the store of the keys (the memory table, or Redis) could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the idempotency store is unavailable: {0}")]
-pub struct StoreError(String);
+pub struct Error(String);
 
 /// The keys of every caller, with their lease and retention.
 pub struct Idempotency {
@@ -129,12 +130,7 @@ impl Idempotency {
     }
 
     /// Claims `key` for `caller`'s request with this fingerprint, or says why not.
-    pub async fn begin(
-        &self,
-        caller: &str,
-        key: &Key,
-        fingerprint: &str,
-    ) -> Result<Begin, StoreError> {
+    pub async fn begin(&self, caller: &str, key: &Key, fingerprint: &str) -> Result<Begin, Error> {
         let store_key = format!("qikchat-relay:idempotency:{caller}:{}", key.sha256());
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let claimed = Record::Claimed {
@@ -160,14 +156,14 @@ impl Idempotency {
                 continue;
             }
             let record: Record = serde_json::from_str(&existing)
-                .map_err(|e| StoreError(format!("an unreadable record under {store_key}: {e}")))?;
+                .map_err(|e| Error(format!("an unreadable record under {store_key}: {e}")))?;
             return Ok(decide(&record, fingerprint, crate::unix_ms()));
         }
-        Err(StoreError("the key kept changing under a claim".to_owned()))
+        Err(Error("the key kept changing under a claim".to_owned()))
     }
 
     /// Records that Qikchat is about to be called. From now on the key is never sent again.
-    pub async fn sending(&self, claim: &mut Claim) -> Result<(), StoreError> {
+    pub async fn sending(&self, claim: &mut Claim) -> Result<(), Error> {
         let lease_until_ms = crate::unix_ms() + self.lease.as_millis() as u64;
         let sending = Record::Sending {
             fingerprint: claim.fingerprint.clone(),
@@ -187,7 +183,7 @@ impl Idempotency {
             claim.current = sending;
             Ok(())
         } else {
-            Err(StoreError(
+            Err(Error(
                 "the claim on the key was lost before sending".to_owned(),
             ))
         }
@@ -266,7 +262,7 @@ impl Store {
         key: &str,
         value: &str,
         ttl: Duration,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, Error> {
         match self {
             Self::Memory(memory) => memory.set_if_absent(key, value, ttl),
             Self::Redis(redis) => {
@@ -299,7 +295,7 @@ impl Store {
         key: &str,
         expected: &str,
         new: Option<(&str, Duration)>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, Error> {
         match self {
             Self::Memory(memory) => Ok(memory.compare_and_set(key, expected, new)),
             Self::Redis(redis) => {
@@ -318,7 +314,7 @@ impl Store {
         }
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), Error> {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Redis(redis) => {
@@ -340,8 +336,8 @@ impl Store {
     }
 }
 
-fn redis_error(e: redis::RedisError) -> StoreError {
-    StoreError(e.to_string())
+fn redis_error(e: redis::RedisError) -> Error {
+    Error(e.to_string())
 }
 
 /// Records in this process: bounded, expired ones purged in the background.
@@ -388,7 +384,7 @@ impl MemoryStore {
         key: &str,
         value: &str,
         ttl: Duration,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, Error> {
         let now = Instant::now();
         let mut entries = self.lock();
         if let Some((existing, expires)) = entries.get(key) {
@@ -400,7 +396,7 @@ impl MemoryStore {
             entries.retain(|_, (_, expires)| *expires > now);
             if entries.len() >= self.max_entries {
                 // Evicting a stored answer could let a retry send twice: refuse instead.
-                return Err(StoreError(format!(
+                return Err(Error(format!(
                     "{} keys held (RELAY_IDEMPOTENCY_MAX_KEYS)",
                     self.max_entries
                 )));

@@ -14,7 +14,7 @@
 //!   options and returns what happened; `http/routes/send.rs` is its HTTP adapter.
 //! - [`policy`]: callers' rules and Qikchat accounts (`RELAY_CLIENTS_FILE`), reloaded while
 //!   running; `policy::limits` applies rates, quotas and WhatsApp pacing to a send.
-//! - [`limits`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
+//! - [`ratelimit`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
 //! - [`webhooks`]: Qikchat's webhooks, stored and fanned out to subscribers, signed, with retries
 //!   and dead letters (`http/routes/webhooks.rs` receives them).
 //! - [`redis_client`]: the one way every Redis user connects.
@@ -33,11 +33,11 @@ pub mod error;
 pub mod healthcheck;
 pub mod http;
 pub mod idempotency;
-pub mod limits;
 pub mod message;
 pub mod policy;
 pub mod preflight;
 pub mod qikchat;
+pub mod ratelimit;
 pub mod redis_client;
 pub mod relay;
 pub mod server;

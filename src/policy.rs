@@ -23,9 +23,9 @@ use tracing::{error, info, warn};
 use url::Url;
 
 use crate::{
-    limits::Rate,
     message::{Content, Message, MessageType},
     qikchat::{Qikchat, Upstream},
+    ratelimit::Rate,
 };
 
 pub mod limits;

@@ -293,7 +293,7 @@ impl Qikchat {
     }
 
     /// Makes one call, retrying only connection failures (nothing was sent) within the timeout.
-    async fn call(&self, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Answer, Error> {
+    async fn call(&self, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Reply, Error> {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let mut pause = FIRST_RETRY_PAUSE;
@@ -339,7 +339,7 @@ impl Qikchat {
                     reason,
                 },
             })?;
-            return Ok(Answer {
+            return Ok(Reply {
                 status,
                 headers,
                 body,
@@ -348,7 +348,7 @@ impl Qikchat {
     }
 
     /// Success is HTTP 2xx with `status` not `false` and an id at `data[0].id`.
-    fn parse_send_answer(&self, answer: &Answer) -> Result<Accepted, Error> {
+    fn parse_send_answer(&self, answer: &Reply) -> Result<Accepted, Error> {
         // Fast path for the usual success document: no serde_json::Value built; anything else
         // falls through to the full classification below.
         if answer.status.is_success() {
@@ -397,7 +397,7 @@ impl Qikchat {
         }
     }
 
-    fn parse_status_answer(&self, id: &str, answer: &Answer) -> Result<MessageStatus, Error> {
+    fn parse_status_answer(&self, id: &str, answer: &Reply) -> Result<MessageStatus, Error> {
         // Qikchat answers an unknown id with 400 {"error": "Invalid request"}.
         if matches!(
             answer.status,
@@ -435,7 +435,7 @@ impl Qikchat {
 
     /// The shared part of reading any answer: HTTP status, then `status: false`. Returns the JSON
     /// body of a successful answer, if it is JSON.
-    fn classify(&self, answer: &Answer) -> Result<Option<Value>, Error> {
+    fn classify(&self, answer: &Reply) -> Result<Option<Value>, Error> {
         let status = answer.status;
         let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
         let code = status.as_u16();
@@ -541,7 +541,7 @@ fn fold(text: &str) -> String {
 }
 
 /// One answer from Qikchat, body read in full (bounded).
-struct Answer {
+struct Reply {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
@@ -724,8 +724,8 @@ mod properties {
         .expect("a client")
     }
 
-    fn answer(status: u16, body: Vec<u8>) -> Answer {
-        Answer {
+    fn answer(status: u16, body: Vec<u8>) -> Reply {
+        Reply {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
             headers: HeaderMap::new(),
             body: Bytes::from(body),

@@ -24,11 +24,11 @@ use crate::{
     audit::SendAttempt,
     error::ApiError,
     idempotency::{self, Answer, Begin, Claim, Idempotency, Key},
-    limits::Limiter,
     message::Message,
     policy::{self, Account, Caller, limits},
     preflight::{self, MediaProblem, Preflight},
     qikchat,
+    ratelimit::Limiter,
     webhooks::{Owner, Store},
 };
 
@@ -393,7 +393,7 @@ struct InFlight {
 }
 
 /// A send with a key is refused rather than sent without protection against duplicates.
-fn unprotected(e: idempotency::StoreError) -> ApiError {
+fn unprotected(e: idempotency::Error) -> ApiError {
     warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
     ApiError::StoreUnavailable
 }

@@ -13,9 +13,9 @@ use tokio::sync::Semaphore;
 use crate::{
     config::Config,
     idempotency::{Idempotency, MemoryStore, Store},
-    limits::Limiter,
     policy::Live,
     preflight::Preflight,
+    ratelimit::Limiter,
     relay::Relay,
     telemetry,
     webhooks::{

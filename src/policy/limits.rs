@@ -1,7 +1,7 @@
 //! A send against the limits of its caller and its account, before Qikchat is called:
 //! the caller's rate (`rate_per_minute`, `burst`) and daily quota (`daily_quota`), then the
 //! account's WhatsApp pacing (`rate_per_second`, and `recipient_burst` + `recipient_interval_ms`
-//! per recipient). The counting itself is [`crate::limits`]: in memory, or in Redis for all
+//! per recipient). The counting itself is [`crate::ratelimit`]: in memory, or in Redis for all
 //! replicas.
 
 use std::time::Duration;
@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{AccountSpec, Refusal, Rule, Rules};
 use crate::{
-    limits::{Decision, Limiter, Rate, StoreError},
     message::Recipient,
+    ratelimit::{self, Decision, Limiter, Rate},
 };
 
 /// The caller's limit as it stands after this request: `RateLimit-Limit`, `RateLimit-Remaining`
@@ -180,7 +180,7 @@ fn limited(rule: Rule, decision: &Decision, detail: String) -> Refusal {
     }
 }
 
-fn unavailable(e: StoreError) -> Refused {
+fn unavailable(e: ratelimit::Error) -> Refused {
     tracing::warn!(error = %e, "refusing a send: its limits cannot be checked");
     (Refusal::LimitsUnavailable, None)
 }

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::{Delivery, Event, Kind, NewDelivery, Owner, Store, StoreError, event};
+use super::{Delivery, Error, Event, Kind, NewDelivery, Owner, Store, event};
 use crate::{
     config::WebhookSettings,
     message::Recipient,
@@ -126,7 +126,7 @@ impl Webhooks {
 
     /// Who gets `event`: for a status, the caller that sent the message; for a customer's
     /// message, every caller of that account with an inbound subscriber whose filter wants it.
-    async fn deliveries(&self, event: &Event) -> Result<Vec<NewDelivery>, StoreError> {
+    async fn deliveries(&self, event: &Event) -> Result<Vec<NewDelivery>, Error> {
         let policy = self.policy.current();
         let callers = policy.callers.iter().map(|(_, rules)| rules);
         let delivery = |caller: &str, url: &url::Url, order: &str| NewDelivery {

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use crate::message::Recipient;
 
 pub use store::{
-    DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner, StoreError,
+    DeadLetter, Delivery, Error, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner,
 };
 
 /// Where events live: this machine's disk, or Redis for every replica.
@@ -55,7 +55,7 @@ impl Store {
     /// Stores an event before Qikchat is told it arrived; the same event twice is a duplicate.
     /// A status event also becomes the message's latest status unless a later one is known
     /// (by [`status_rank`]).
-    pub async fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
+    pub async fn ingest(&self, event: &Event) -> Result<Ingested, Error> {
         dispatch!(self, s => s.ingest(event).await)
     }
 
@@ -65,23 +65,23 @@ impl Store {
         &self,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<(String, Event)>, StoreError> {
+    ) -> Result<Vec<(String, Event)>, Error> {
         dispatch!(self, s => s.unrouted(limit, lease).await)
     }
 
     /// Creates an event's deliveries and marks it routed, in one atomic step.
-    pub async fn route(&self, handle: &str, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+    pub async fn route(&self, handle: &str, deliveries: &[NewDelivery]) -> Result<(), Error> {
         dispatch!(self, s => s.route(handle, deliveries).await)
     }
 
     /// Claims up to `limit` deliveries that are due, each for `lease`: the oldest pending one of
     /// each order key only.
-    pub async fn due(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, StoreError> {
+    pub async fn due(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, Error> {
         dispatch!(self, s => s.due(limit, lease).await)
     }
 
     /// The subscriber took it: gone, and the next one of its order key becomes due.
-    pub async fn delivered(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn delivered(&self, id: &str) -> Result<(), Error> {
         dispatch!(self, s => s.delivered(id).await)
     }
 
@@ -92,17 +92,17 @@ impl Store {
         id: &str,
         retry_in: Option<Duration>,
         error: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         dispatch!(self, s => s.failed(id, retry_in, error).await)
     }
 
     /// The newest dead letters first.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, Error> {
         dispatch!(self, s => s.dead_letters(limit).await)
     }
 
     /// Puts a dead letter back in line, its attempts reset. `false` if there is no such letter.
-    pub async fn replay(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn replay(&self, id: &str) -> Result<bool, Error> {
         dispatch!(self, s => s.replay(id).await)
     }
 
@@ -115,7 +115,7 @@ impl Store {
         owner: &Owner,
         to: &Recipient,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         dispatch!(self, s => s.remember_owner(message_id, owner, to, ttl).await)
     }
 
@@ -131,11 +131,11 @@ impl Store {
 
     /// The bytes stored events take now (this replica's disk, or every replica's Redis), what
     /// `RELAY_WEBHOOK_STORE_MAX_MB` bounds.
-    pub async fn bytes(&self) -> Result<u64, StoreError> {
+    pub async fn bytes(&self) -> Result<u64, Error> {
         dispatch!(self, s => s.bytes().await)
     }
 
-    pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {
+    pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, Error> {
         dispatch!(self, s => s.owner(message_id).await)
     }
 
@@ -144,15 +144,12 @@ impl Store {
         &self,
         account: &str,
         customer: &Recipient,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, Error> {
         dispatch!(self, s => s.last_sender(account, customer).await)
     }
 
     /// The latest status received for a message, if any.
-    pub async fn latest_status(
-        &self,
-        message_id: &str,
-    ) -> Result<Option<LatestStatus>, StoreError> {
+    pub async fn latest_status(&self, message_id: &str) -> Result<Option<LatestStatus>, Error> {
         dispatch!(self, s => s.latest_status(message_id).await)
     }
 }

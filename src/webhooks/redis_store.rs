@@ -40,7 +40,7 @@ use std::{
 use redis::aio::ConnectionManager;
 
 use super::{
-    StoreError, status_rank,
+    Error, status_rank,
     store::{DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner},
 };
 use crate::message::Recipient;
@@ -419,7 +419,7 @@ impl RedisStore {
     }
 
     /// A failed write: remembered when Redis refused it for memory, then as [`redis_error`].
-    fn write_error(&self, e: redis::RedisError) -> StoreError {
+    fn write_error(&self, e: redis::RedisError) -> Error {
         if is_out_of_memory(&e) {
             *self
                 .write_failure
@@ -465,7 +465,7 @@ impl RedisStore {
     }
 
     /// The bytes the events take now, shared by every replica.
-    pub async fn bytes(&self) -> Result<u64, StoreError> {
+    pub async fn bytes(&self) -> Result<u64, Error> {
         let bytes: Option<i64> = redis::cmd("GET")
             .arg(format!("{PREFIX}bytes"))
             .query_async(&mut self.redis.clone())
@@ -474,8 +474,8 @@ impl RedisStore {
         Ok(bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)))
     }
 
-    pub async fn ingest(&self, event: &Event) -> Result<Ingested, StoreError> {
-        let json = serde_json::to_string(event).map_err(|e| StoreError(e.to_string()))?;
+    pub async fn ingest(&self, event: &Event) -> Result<Ingested, Error> {
+        let json = serde_json::to_string(event).map_err(|e| Error(e.to_string()))?;
         let mut invocation = INGEST.prepare_invoke();
         invocation
             .arg(PREFIX)
@@ -513,7 +513,7 @@ impl RedisStore {
         &self,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<(String, Event)>, StoreError> {
+    ) -> Result<Vec<(String, Event)>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -556,7 +556,7 @@ impl RedisStore {
         Ok(events)
     }
 
-    pub async fn route(&self, handle: &str, deliveries: &[NewDelivery]) -> Result<(), StoreError> {
+    pub async fn route(&self, handle: &str, deliveries: &[NewDelivery]) -> Result<(), Error> {
         let mut invocation = ROUTE.prepare_invoke();
         invocation.arg(PREFIX).arg(GROUP).arg(handle);
         for d in deliveries {
@@ -573,7 +573,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn due(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, StoreError> {
+    pub async fn due(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -597,7 +597,7 @@ impl RedisStore {
             .collect())
     }
 
-    pub async fn delivered(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn delivered(&self, id: &str) -> Result<(), Error> {
         let _: i64 = DELIVERED
             .arg(PREFIX)
             .arg(id)
@@ -612,7 +612,7 @@ impl RedisStore {
         id: &str,
         retry_in: Option<Duration>,
         error: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         let retry = retry_in
             .map(|d| delay_ms(d).to_string())
             .unwrap_or_default();
@@ -627,7 +627,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -655,7 +655,7 @@ impl RedisStore {
             .collect())
     }
 
-    pub async fn replay(&self, id: &str) -> Result<bool, StoreError> {
+    pub async fn replay(&self, id: &str) -> Result<bool, Error> {
         let replayed: i64 = REPLAY
             .arg(PREFIX)
             .arg(id)
@@ -671,8 +671,8 @@ impl RedisStore {
         owner: &Owner,
         to: &Recipient,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(owner).map_err(|e| StoreError(e.to_string()))?;
+    ) -> Result<(), Error> {
+        let json = serde_json::to_string(owner).map_err(|e| Error(e.to_string()))?;
         let ttl_ms = delay_ms(ttl).max(1);
         redis::pipe()
             .atomic()
@@ -697,7 +697,7 @@ impl RedisStore {
         &self,
         account: &str,
         customer: &Recipient,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, Error> {
         redis::cmd("GET")
             .arg(last_sender_key(account, customer))
             .query_async(&mut self.redis.clone())
@@ -705,7 +705,7 @@ impl RedisStore {
             .map_err(redis_error)
     }
 
-    pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, StoreError> {
+    pub async fn owner(&self, message_id: &str) -> Result<Option<Owner>, Error> {
         let json: Option<String> = redis::cmd("GET")
             .arg(format!("{PREFIX}owner:{message_id}"))
             .query_async(&mut self.redis.clone())
@@ -713,15 +713,12 @@ impl RedisStore {
             .map_err(redis_error)?;
         json.map(|json| {
             serde_json::from_str(&json)
-                .map_err(|e| StoreError(format!("a message's owner cannot be read: {e}")))
+                .map_err(|e| Error(format!("a message's owner cannot be read: {e}")))
         })
         .transpose()
     }
 
-    pub async fn latest_status(
-        &self,
-        message_id: &str,
-    ) -> Result<Option<LatestStatus>, StoreError> {
+    pub async fn latest_status(&self, message_id: &str) -> Result<Option<LatestStatus>, Error> {
         let found: Vec<String> = LATEST_STATUS
             .arg(PREFIX)
             .arg(message_id)
@@ -772,6 +769,6 @@ fn delay_ms(delay: Duration) -> u64 {
 }
 
 /// The error without the URL (a Redis error names the failure, not the server's address).
-fn redis_error(e: redis::RedisError) -> StoreError {
-    StoreError(e.to_string())
+fn redis_error(e: redis::RedisError) -> Error {
+    Error(e.to_string())
 }

@@ -18,7 +18,7 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DeadLetter, Delivery, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner, StoreError,
+    DeadLetter, Delivery, Error, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner,
     status_rank,
 };
 use crate::message::Recipient;
@@ -137,12 +137,12 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) `dir/webhooks.sqlite3`, creating `dir` if needed, with its events'
     /// payloads bounded to `max_bytes`.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Arc<Self>, StoreError> {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| Error(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("webhooks.sqlite3");
         let db = Connection::open(&path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
         db.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         db.execute_batch(SCHEMA).map_err(sql)?;
         for (table, column, definition) in ADDED_COLUMNS {
@@ -162,7 +162,7 @@ impl SqliteStore {
         }
         db.execute_batch(SCHEMA_ON_ADDED_COLUMNS).map_err(sql)?;
         let owners = Connection::open(&path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| Error(format!("cannot open {}: {e}", path.display())))?;
         owners.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         // WAL (set by SCHEMA, kept in the file) with NORMAL: see the module's documentation.
         owners
@@ -177,7 +177,7 @@ impl SqliteStore {
     }
 
     /// Runs `work` in one transaction on the blocking pool.
-    async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, StoreError>
+    async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
@@ -187,7 +187,7 @@ impl SqliteStore {
 
     /// Runs `work` in one transaction on the blocking pool, on the owners' connection when
     /// `owners` (no fsync per commit) or else the durable one.
-    async fn run_on<T, F>(self: &Arc<Self>, owners: bool, work: F) -> Result<T, StoreError>
+    async fn run_on<T, F>(self: &Arc<Self>, owners: bool, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
@@ -207,7 +207,7 @@ impl SqliteStore {
             done.map_err(sql)
         })
         .await
-        .map_err(|e| StoreError(format!("the store's task failed: {e}")))?
+        .map_err(|e| Error(format!("the store's task failed: {e}")))?
     }
 
     /// Remembers a failure that means the database cannot be written.
@@ -259,9 +259,9 @@ impl SqliteStore {
         }
     }
 
-    pub async fn ingest(self: &Arc<Self>, event: &Event) -> Result<Ingested, StoreError> {
+    pub async fn ingest(self: &Arc<Self>, event: &Event) -> Result<Ingested, Error> {
         let event = event.clone();
-        let json = serde_json::to_string(&event).map_err(|e| StoreError(e.to_string()))?;
+        let json = serde_json::to_string(&event).map_err(|e| Error(e.to_string()))?;
         let bytes = i64::try_from(json.len()).unwrap_or(i64::MAX);
         let max_bytes = self.max_bytes;
         let ingested = self
@@ -323,7 +323,7 @@ impl SqliteStore {
     }
 
     /// The bytes the events' payloads take now.
-    pub async fn bytes(self: &Arc<Self>) -> Result<u64, StoreError> {
+    pub async fn bytes(self: &Arc<Self>) -> Result<u64, Error> {
         self.run(|tx, _| tx.query_row("SELECT bytes FROM usage WHERE id = 1", [], |row| row.get(0)))
             .await
             .map(|bytes: i64| u64::try_from(bytes).unwrap_or(0))
@@ -333,7 +333,7 @@ impl SqliteStore {
         self: &Arc<Self>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<(String, Event)>, StoreError> {
+    ) -> Result<Vec<(String, Event)>, Error> {
         let lease = millis(lease);
         let rows: Vec<(i64, String)> = self
             .run(move |tx, now| {
@@ -369,10 +369,10 @@ impl SqliteStore {
         self: &Arc<Self>,
         handle: &str,
         deliveries: &[NewDelivery],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         let seq: i64 = handle
             .parse()
-            .map_err(|_| StoreError(format!("not an event handle: {handle}")))?;
+            .map_err(|_| Error(format!("not an event handle: {handle}")))?;
         let deliveries = deliveries.to_vec();
         self.run(move |tx, now| {
             let routed: Option<i64> = tx
@@ -402,7 +402,7 @@ impl SqliteStore {
         self: &Arc<Self>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Vec<Delivery>, Error> {
         let lease = millis(lease);
         self.run(move |tx, now| {
             // Only the oldest live delivery of each order key: a message's events go in order.
@@ -434,7 +434,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn delivered(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
+    pub async fn delivered(self: &Arc<Self>, id: &str) -> Result<(), Error> {
         let id = id.to_owned();
         self.run(move |tx, _| {
             tx.execute("DELETE FROM deliveries WHERE id = ?1", params![id])?;
@@ -448,7 +448,7 @@ impl SqliteStore {
         id: &str,
         retry_in: Option<Duration>,
         error: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         let (id, error) = (id.to_owned(), error.to_owned());
         self.run(move |tx, now| {
             match retry_in {
@@ -468,10 +468,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn dead_letters(
-        self: &Arc<Self>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
+    pub async fn dead_letters(self: &Arc<Self>, limit: usize) -> Result<Vec<DeadLetter>, Error> {
         self.run(move |tx, _| {
             let mut query = tx.prepare(
                 "SELECT id, caller, url, attempts, last_error, dead_at,
@@ -499,7 +496,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn replay(self: &Arc<Self>, id: &str) -> Result<bool, StoreError> {
+    pub async fn replay(self: &Arc<Self>, id: &str) -> Result<bool, Error> {
         let id = id.to_owned();
         self.run(move |tx, now| {
             // To the back of its message's line, as a new delivery would go.
@@ -520,7 +517,7 @@ impl SqliteStore {
         owner: &Owner,
         to: &Recipient,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         let (message_id, owner, customer) = (message_id.to_owned(), owner.clone(), to.pseudonym());
         self.run_on(true, move |tx, now| {
             let expires_at = now + millis(ttl);
@@ -548,7 +545,7 @@ impl SqliteStore {
         self: &Arc<Self>,
         account: &str,
         customer: &Recipient,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, Error> {
         let (account, customer) = (account.to_owned(), customer.pseudonym());
         self.run(move |tx, now| {
             tx.query_row(
@@ -562,7 +559,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn owner(self: &Arc<Self>, message_id: &str) -> Result<Option<Owner>, StoreError> {
+    pub async fn owner(self: &Arc<Self>, message_id: &str) -> Result<Option<Owner>, Error> {
         let message_id = message_id.to_owned();
         self.run(move |tx, now| {
             tx.query_row(
@@ -583,7 +580,7 @@ impl SqliteStore {
     pub async fn latest_status(
         self: &Arc<Self>,
         message_id: &str,
-    ) -> Result<Option<LatestStatus>, StoreError> {
+    ) -> Result<Option<LatestStatus>, Error> {
         let message_id = message_id.to_owned();
         self.run(move |tx, _| {
             tx.query_row(
@@ -660,8 +657,8 @@ fn delivery_body(event_json: Option<String>, kept: String) -> String {
     }
 }
 
-fn sql(e: rusqlite::Error) -> StoreError {
-    StoreError(e.to_string())
+fn sql(e: rusqlite::Error) -> Error {
+    Error(e.to_string())
 }
 
 /// Times are kept as SQLite integers: milliseconds since the Unix epoch.

@@ -115,6 +115,7 @@ pub enum Ingested {
     Full,
 }
 
+/// This module's error: the webhook store (SQLite or Redis) could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the webhook store failed: {0}")]
-pub struct StoreError(pub String);
+pub struct Error(pub String);

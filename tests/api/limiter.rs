@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use qikchat_relay::limits::{Decision, Limiter, Rate};
+use qikchat_relay::ratelimit::{Decision, Limiter, Rate};
 
 use crate::helpers::Redis;
 

@@ -165,9 +165,10 @@ fn daily(count: u64, quota: u64, unix_ms: u64) -> (Decision, Option<u64>) {
     )
 }
 
+/// This module's error: the store of the limits (the memory table, or Redis) could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the limits store is unreachable: {0}")]
-pub struct StoreError(String);
+pub struct Error(String);
 
 /// Where the limits live: this process, or Redis shared by every replica.
 pub enum Limiter {
@@ -277,32 +278,28 @@ impl Limiter {
     }
 
     /// GCRA: takes one unit under `key` if `rate` allows it now. A refused request takes nothing.
-    pub async fn take(&self, key: &str, rate: Rate) -> Result<Decision, StoreError> {
+    pub async fn take(&self, key: &str, rate: Rate) -> Result<Decision, Error> {
         let decisions = self.take_all(&[(key, rate)]).await?;
         decisions
             .into_iter()
             .next()
-            .ok_or_else(|| StoreError("no decision for the key".to_owned()))
+            .ok_or_else(|| Error("no decision for the key".to_owned()))
     }
 
     /// GCRA over several limits at once: one unit from each if every one allows it now, else
     /// nothing from any. Each decision is its limit's own verdict, in the order given; a send is
     /// allowed only if all are.
-    pub async fn take_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, StoreError> {
+    pub async fn take_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, Error> {
         self.judge(limits, true).await
     }
 
     /// What [`Limiter::take_all`] would decide now, taking nothing: for the `RateLimit-*`
     /// headers of answers that send nothing.
-    pub async fn peek_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, StoreError> {
+    pub async fn peek_all(&self, limits: &[(&str, Rate)]) -> Result<Vec<Decision>, Error> {
         self.judge(limits, false).await
     }
 
-    async fn judge(
-        &self,
-        limits: &[(&str, Rate)],
-        take: bool,
-    ) -> Result<Vec<Decision>, StoreError> {
+    async fn judge(&self, limits: &[(&str, Rate)], take: bool) -> Result<Vec<Decision>, Error> {
         match self {
             Self::Memory(memory) => memory.judge_at(limits, memory.now_ms(), take),
             Self::Redis(redis) => {
@@ -323,7 +320,7 @@ impl Limiter {
                     .await
                     .map_err(redis_error)?;
                 if answers.len() != 4 * limits.len() {
-                    return Err(StoreError(format!(
+                    return Err(Error(format!(
                         "the GCRA script answered {} numbers for {} limits",
                         answers.len(),
                         limits.len()
@@ -351,16 +348,16 @@ impl Limiter {
 
     /// Counts one under `key` for the current UTC day (the day changes at 00:00 UTC), refusing
     /// beyond `quota`; a refused request counts nothing. `reset` = time until the next 00:00 UTC.
-    pub async fn take_daily(&self, key: &str, quota: u64) -> Result<Decision, StoreError> {
+    pub async fn take_daily(&self, key: &str, quota: u64) -> Result<Decision, Error> {
         self.daily(key, quota, true).await
     }
 
     /// What [`Limiter::take_daily`] would decide now, counting nothing.
-    pub async fn peek_daily(&self, key: &str, quota: u64) -> Result<Decision, StoreError> {
+    pub async fn peek_daily(&self, key: &str, quota: u64) -> Result<Decision, Error> {
         self.daily(key, quota, false).await
     }
 
-    async fn daily(&self, key: &str, quota: u64, take: bool) -> Result<Decision, StoreError> {
+    async fn daily(&self, key: &str, quota: u64, take: bool) -> Result<Decision, Error> {
         match self {
             Self::Memory(memory) => {
                 memory.take_daily_at(key, quota, crate::unix_ms(), memory.now_ms(), take)
@@ -391,7 +388,7 @@ impl Limiter {
     /// It goes back to the current day: a unit taken just before 00:00 UTC and given back just
     /// after lowers the new day's count instead (never below zero), at most one unit in the
     /// caller's favour.
-    pub async fn give_back_daily(&self, key: &str) -> Result<(), StoreError> {
+    pub async fn give_back_daily(&self, key: &str) -> Result<(), Error> {
         match self {
             Self::Memory(memory) => {
                 memory.give_back_daily(key);
@@ -430,8 +427,8 @@ impl Limiter {
 }
 
 /// A Redis error's message names the failure, never the URL (which can hold a password).
-fn redis_error(e: redis::RedisError) -> StoreError {
-    StoreError(e.to_string())
+fn redis_error(e: redis::RedisError) -> Error {
+    Error(e.to_string())
 }
 
 fn non_negative(value: i64) -> u64 {
@@ -445,7 +442,7 @@ fn non_negative(value: i64) -> u64 {
 /// clock notion. Each table holds at most `max_keys` keys: entries that have run out (a TAT in the
 /// past, a count from another day, both the same as no entry) are dropped every
 /// [`SWEEP_EVERY`] new keys and when the table is full, so per-recipient keys cannot grow memory
-/// without bound. A table full of live keys refuses new keys with a [`StoreError`] rather than
+/// without bound. A table full of live keys refuses new keys with a [`Error`] rather than
 /// forget a limit: the caller decides, as when Redis is down.
 pub struct MemoryLimits {
     start: Instant,
@@ -469,7 +466,7 @@ impl MemoryLimits {
     }
 
     #[cfg(test)]
-    fn take_at(&self, key: &str, rate: Rate, now_ms: u64) -> Result<Decision, StoreError> {
+    fn take_at(&self, key: &str, rate: Rate, now_ms: u64) -> Result<Decision, Error> {
         let decisions = self.judge_at(&[(key, rate)], now_ms, true)?;
         Ok(decisions[0])
     }
@@ -480,7 +477,7 @@ impl MemoryLimits {
         limits: &[(&str, Rate)],
         now_ms: u64,
         take: bool,
-    ) -> Result<Vec<Decision>, StoreError> {
+    ) -> Result<Vec<Decision>, Error> {
         let mut rates = lock(&self.rates);
         let judged: Vec<(Decision, u64)> = limits
             .iter()
@@ -501,7 +498,7 @@ impl MemoryLimits {
         unix_ms: u64,
         now_ms: u64,
         take: bool,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<Decision, Error> {
         let today = unix_ms / DAY_MS;
         let mut quotas = lock(&self.quotas);
         let count = match quotas.get(key) {
@@ -572,7 +569,7 @@ impl<V> Bounded<V> {
         value: V,
         now_ms: u64,
         live: impl Fn(&V) -> bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Error> {
         if let Some(slot) = self.entries.get_mut(key) {
             *slot = value;
             return Ok(());
@@ -588,7 +585,7 @@ impl<V> Bounded<V> {
             self.last_sweep_ms = Some(now_ms);
         }
         if self.entries.len() >= self.max {
-            return Err(StoreError(format!(
+            return Err(Error(format!(
                 "{} keys held in memory, none expired",
                 self.max
             )));
