@@ -15,10 +15,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
+    idempotency::Answer,
     message::FieldError,
     policy::{Refusal, Rule},
     preflight::MediaProblem,
-    qikchat,
+    qikchat, relay,
 };
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -380,5 +381,44 @@ impl From<&qikchat::Error> for ApiError {
 impl From<qikchat::Error> for ApiError {
     fn from(e: qikchat::Error) -> Self {
         Self::from(&e)
+    }
+}
+
+/// How each of the pipeline's errors is answered.
+impl From<&relay::Error> for ApiError {
+    fn from(e: &relay::Error) -> Self {
+        use relay::Error;
+        match e {
+            Error::Refused(refusal) => refusal.clone().into(),
+            Error::CallerOverloaded { caller, max } => Self::CallerOverloaded {
+                caller: caller.clone(),
+                max: *max,
+            },
+            Error::Draining => Self::Draining,
+            Error::Overloaded => Self::Overloaded,
+            Error::KeyInFlight => Self::IdempotencyKeyInFlight,
+            Error::KeyReused => Self::IdempotencyKeyReused,
+            Error::OutcomeUnknown => Self::OutcomeUnknown,
+            Error::KeysUnavailable => Self::StoreUnavailable,
+            Error::Media(problems) => Self::Media(problems.clone()),
+            Error::Qikchat(e) => e.into(),
+            Error::Internal => Self::Internal,
+        }
+    }
+}
+
+impl From<relay::Error> for ApiError {
+    fn from(e: relay::Error) -> Self {
+        Self::from(&e)
+    }
+}
+
+/// How a send's error is kept under its Idempotency-Key: exactly as its caller was answered, so
+/// that a retry gets the same problem document (with the first request's id) again.
+pub fn stored_answer(e: &relay::Error, request_id: &str) -> Answer {
+    let error = ApiError::from(e);
+    Answer {
+        status: error.status().as_u16(),
+        body: serde_json::to_string(&error.problem(request_id)).unwrap_or_default(),
     }
 }

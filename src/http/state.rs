@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     config::Config,
+    error,
     idempotency::{Idempotency, MemoryStore, Store},
     policy::Live,
     preflight::Preflight,
@@ -113,6 +114,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
             draining: AtomicBool::new(false),
+            answer_for: error::stored_answer,
         };
         Ok(Self {
             webhooks,

@@ -57,7 +57,7 @@ impl std::fmt::Display for Rule {
 }
 
 /// Why the policy turned a send away. Nothing was sent; the HTTP layer answers 403, 429 or 503.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     /// The caller may not send this message.
     #[error("{detail}")]

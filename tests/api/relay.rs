@@ -3,12 +3,11 @@
 
 use qikchat_relay::{
     config::Config,
-    error::ApiError,
     http::state::AppState,
     idempotency::Key,
     message::Message,
-    policy::Rule,
-    relay::{Options, Outcome},
+    policy::{Refusal, Rule},
+    relay::{Error, Options, Outcome},
 };
 use serde_json::json;
 use wiremock::{
@@ -81,10 +80,10 @@ async fn the_pipeline_sends_replays_and_refuses_without_an_http_request() {
     assert!(
         matches!(
             refused.result,
-            Err(ApiError::Forbidden {
+            Err(Error::Refused(Refusal::Forbidden {
                 rule: Rule::Types,
                 ..
-            })
+            }))
         ),
         "{:?}",
         refused.result.err()

@@ -24,7 +24,7 @@ use crate::{
     http::state::AppState,
     idempotency::{self, Answer, Key},
     message::{FieldError, Message},
-    policy::{Caller, Rule, limits},
+    policy::{Caller, limits},
     relay::{Options, Outcome, Report},
 };
 
@@ -76,34 +76,22 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let Report { result, attempt } = match parse(&body, &headers) {
+    let (result, attempt) = match parse(&body, &headers) {
         Ok((message, idempotency_key)) => {
             let options = Options {
                 idempotency_key,
                 request_id: request_id.clone(),
             };
-            state.relay.send(&caller, message, options).await
+            let Report { result, attempt } = state.relay.send(&caller, message, options).await;
+            (result.map_err(ApiError::from), attempt)
         }
-        Err(e) => Report {
-            result: Err(e),
-            attempt: SendAttempt::default(),
-        },
+        Err(e) => (Err(e), SendAttempt::default()),
     };
     let outcome = match &result {
         Ok(sent) => sent.label(),
         Err(e) => e.code(),
     };
     Span::current().record("outcome", outcome);
-    let shed = match &result {
-        Err(ApiError::Overloaded) => Some("overloaded"),
-        Err(ApiError::CallerOverloaded { .. }) => Some("caller_in_flight"),
-        Err(ApiError::Draining) => Some("draining"),
-        Err(ApiError::RateLimited { rule, .. }) => Some(rule.map_or("rate_limited", Rule::as_str)),
-        _ => None,
-    };
-    if let Some(reason) = shed {
-        metrics::counter!("relay_rejections_total", "reason" => reason).increment(1);
-    }
     metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => type_label(&body), "outcome" => outcome)
         .increment(1);
     attempt.record(&caller.name, &request_id, outcome, started.elapsed());

@@ -16,20 +16,24 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{Instrument, Span, error, warn};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, Span, error};
 use utoipa::ToSchema;
+
+mod call;
+mod error;
+
+pub use error::Error;
 
 use crate::{
     audit::SendAttempt,
-    error::ApiError,
     idempotency::{self, Answer, Begin, Claim, Idempotency, Key},
     message::Message,
-    policy::{self, Account, Caller, limits},
+    policy::{Caller, limits},
     preflight::{self, MediaProblem, Preflight},
     qikchat,
     ratelimit::Limiter,
-    webhooks::{Owner, Store},
+    webhooks::Store,
 };
 
 /// Qikchat accepted the message for delivery.
@@ -77,7 +81,7 @@ impl Outcome {
 
 /// A send's result and what is known about the attempt (the audit event, the rate headers).
 pub struct Report {
-    pub result: Result<Outcome, ApiError>,
+    pub result: Result<Outcome, Error>,
     pub attempt: SendAttempt,
 }
 
@@ -97,6 +101,10 @@ pub struct Relay {
     pub store: Store,
     /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
     pub owner_ttl: Duration,
+    /// How an error that may have reached Qikchat is kept under its key, as its caller is
+    /// answered (and will be again): `error::stored_answer`, problem+json. The pipeline itself
+    /// knows no HTTP.
+    pub answer_for: fn(&Error, &str) -> Answer,
 }
 
 impl Relay {
@@ -123,6 +131,9 @@ impl Relay {
         span.record("type", attempt.message_type);
         span.record("to", attempt.to.as_deref());
         let result = self.deliver(caller, message, options, &mut attempt).await;
+        if let Some(reason) = result.as_ref().err().and_then(Error::rejection) {
+            metrics::counter!("relay_rejections_total", "reason" => reason).increment(1);
+        }
         Report { result, attempt }
     }
 
@@ -132,7 +143,7 @@ impl Relay {
         message: Message,
         options: Options,
         attempt: &mut SendAttempt,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, Error> {
         // What the caller may not send is refused before anything else happens.
         caller.rules.permit(&message)?;
         let account = caller.account()?;
@@ -142,7 +153,7 @@ impl Relay {
             None => None,
             Some(max) => {
                 let taken = caller.policy.in_flight.take(&caller.name, max);
-                Some(taken.ok_or_else(|| ApiError::CallerOverloaded {
+                Some(taken.ok_or_else(|| Error::CallerOverloaded {
                     caller: caller.name.clone(),
                     max,
                 })?)
@@ -153,10 +164,10 @@ impl Relay {
         // taken only after the link check, so that slow links never hold RELAY_MAX_IN_FLIGHT
         // from others.
         if self.is_draining() {
-            return Err(ApiError::Draining);
+            return Err(Error::Draining);
         }
         if self.in_flight.available_permits() == 0 {
-            return Err(ApiError::Overloaded);
+            return Err(Error::Overloaded);
         }
 
         // The key is claimed before anything is sent: a duplicate waits for nothing and sends
@@ -186,19 +197,19 @@ impl Relay {
         // links checked without end).
         let warnings = self.preflight.check(&message).await;
         if !warnings.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
-            return Err(self.release(claim, ApiError::Media(warnings)).await);
+            return Err(self.release(claim, Error::Media(warnings)).await);
         }
 
         // The relay may have begun draining or filled up during the check: then nothing is
         // sent, and the key is free for a retry. A drain waits for the permits of sends that
         // have started, not for link checks, so none starts once it has begun.
         let permit = if self.is_draining() {
-            Err(ApiError::Draining)
+            Err(Error::Draining)
         } else {
             self.in_flight
                 .clone()
                 .try_acquire_owned()
-                .map_err(|_| ApiError::Overloaded)
+                .map_err(|_| Error::Overloaded)
         };
         let permit = match permit {
             Ok(permit) => permit,
@@ -210,7 +221,7 @@ impl Relay {
         let task = self
             .clone()
             .send_and_record(
-                Sender {
+                call::Sender {
                     caller: caller.name.clone(),
                     account,
                 },
@@ -218,7 +229,7 @@ impl Relay {
                 warnings,
                 claim,
                 options.request_id,
-                InFlight {
+                call::InFlight {
                     _permit: permit,
                     _slot: slot,
                 },
@@ -231,7 +242,7 @@ impl Relay {
             }
             Err(e) => {
                 error!(error = %e, "the send task failed");
-                Err(ApiError::Internal)
+                Err(Error::Internal)
             }
         };
         attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
@@ -245,13 +256,13 @@ impl Relay {
         key: &Key,
         message: &Message,
         attempt: &mut SendAttempt,
-    ) -> Result<Result<Claim, Outcome>, ApiError> {
+    ) -> Result<Result<Claim, Outcome>, Error> {
         let normalised = serde_json::to_vec(&qikchat::send_body(message)).unwrap_or_default();
         let begun = self
             .idempotency
             .begin(&caller.name, key, &idempotency::fingerprint(&normalised))
             .await
-            .map_err(unprotected)?;
+            .map_err(call::unprotected)?;
         let result = match &begun {
             Begin::Proceed(_) => None,
             Begin::Replay(_) => Some("replayed"),
@@ -264,9 +275,9 @@ impl Relay {
         }
         match begun {
             Begin::Proceed(claim) => Ok(Ok(claim)),
-            Begin::InFlight => Err(ApiError::IdempotencyKeyInFlight),
-            Begin::Reused => Err(ApiError::IdempotencyKeyReused),
-            Begin::OutcomeUnknown => Err(ApiError::OutcomeUnknown),
+            Begin::InFlight => Err(Error::KeyInFlight),
+            Begin::Reused => Err(Error::KeyReused),
+            Begin::OutcomeUnknown => Err(Error::OutcomeUnknown),
             Begin::Replay(answer) => {
                 attempt.qikchat_id = serde_json::from_str::<SendResponse>(&answer.body)
                     .ok()
@@ -277,130 +288,10 @@ impl Relay {
     }
 
     /// Frees the key of a send that went no further, for a retry, and passes on why.
-    async fn release(&self, claim: Option<Claim>, e: ApiError) -> ApiError {
+    async fn release(&self, claim: Option<Claim>, e: Error) -> Error {
         if let Some(claim) = claim {
             self.idempotency.finish(claim, None).await;
         }
         e
     }
-
-    /// Marks the key as sending, calls Qikchat, and stores the answer under the key when the
-    /// message may have gone out (success, refusal, failure, timeout); otherwise frees the key.
-    /// Returns the answer and Qikchat's HTTP status, when it answered.
-    async fn send_and_record(
-        self: Arc<Self>,
-        sender: Sender,
-        message: Message,
-        warnings: Vec<MediaProblem>,
-        claim: Option<Claim>,
-        request_id: String,
-        _in_flight: InFlight,
-    ) -> (Result<SendResponse, ApiError>, Option<u16>) {
-        let span = Span::current();
-        let claim = match claim {
-            Some(mut claim) => match self.idempotency.sending(&mut claim).await {
-                Ok(()) => Some(claim),
-                Err(e) => {
-                    self.idempotency.finish(claim, None).await;
-                    return (Err(unprotected(e)), None);
-                }
-            },
-            None => None,
-        };
-
-        let result = sender.account.upstream.send(&message).await;
-        if let Ok(accepted) = &result {
-            // Recorded for every id the relay answers with: only its sender may read its status
-            // (`GET /messages/{id}`), its statuses go back to this caller, and so can the
-            // customer's replies (`inbound_replies`).
-            let owner = Owner {
-                caller: sender.caller.to_string(),
-                account: sender.account.spec.name.clone(),
-            };
-            if let Err(e) = self
-                .store
-                .remember_owner(&accepted.id, &owner, &message.to, self.owner_ttl)
-                .await
-            {
-                warn!(error = %e, "the message was sent, but its sender could not be recorded: its status reads and statuses will not reach its caller");
-            }
-        }
-        let qikchat_status = match &result {
-            Ok(accepted) => accepted.http_status,
-            Err(e) => e.http_status(),
-        };
-
-        match &result {
-            Ok(accepted) => {
-                if let Some(status) = accepted.http_status {
-                    span.record("qikchat_status", status);
-                }
-                span.record("qikchat_id", accepted.id.as_str());
-            }
-            Err(e) => {
-                if let Some(status) = e.http_status() {
-                    span.record("qikchat_status", status);
-                }
-                match e {
-                    qikchat::Error::KeyRefused { .. } => {
-                        error!(error = %e, "Qikchat refused the relay's key")
-                    }
-                    _ => warn!(error = %e, "send failed"),
-                }
-            }
-        }
-        let result = result
-            .map(|accepted| SendResponse {
-                id: accepted.id,
-                status: "queued".to_owned(),
-                warnings,
-            })
-            .map_err(|e| (ApiError::from(&e), e));
-
-        if let Some(claim) = claim {
-            let answer = match &result {
-                Ok(sent) => Some(Answer {
-                    status: 200,
-                    body: serde_json::to_string(sent).unwrap_or_default(),
-                }),
-                // These may have reached Qikchat: a retry must get this answer, never a second
-                // send.
-                Err((
-                    error,
-                    qikchat::Error::Rejected { .. }
-                    | qikchat::Error::Failed { .. }
-                    | qikchat::Error::KeyRefused { .. }
-                    | qikchat::Error::Timeout(_),
-                )) => Some(Answer {
-                    status: error.status().as_u16(),
-                    body: serde_json::to_string(&error.problem(&request_id)).unwrap_or_default(),
-                }),
-                // Nothing reached Qikchat (unreachable, rate limited): the key is free for a
-                // retry.
-                Err(_) => None,
-            };
-            self.idempotency.finish(claim, answer).await;
-        }
-        (result.map_err(|(error, _)| error), qikchat_status)
-    }
-}
-
-/// What a send holds until it is over, even if the caller has hung up: its RELAY_MAX_IN_FLIGHT
-/// permit (shutdown waits for every permit to come back) and its caller's `max_in_flight` slot.
-struct InFlight {
-    _permit: OwnedSemaphorePermit,
-    _slot: Option<policy::Slot>,
-}
-
-/// A send with a key is refused rather than sent without protection against duplicates.
-fn unprotected(e: idempotency::Error) -> ApiError {
-    warn!(error = %e, "refusing a send with an Idempotency-Key: no protection against duplicates");
-    ApiError::StoreUnavailable
-}
-
-/// Who sends: the caller, and its account as it was when the request arrived (a reload meanwhile
-/// does not change the key).
-struct Sender {
-    caller: Arc<str>,
-    account: Arc<Account>,
 }
