@@ -3,12 +3,13 @@
 //! forwards it to Qikchat, and answers with Qikchat's message id.
 //!
 //! Layout, in the order a request meets it:
-//! - [`server`]: the accept loop: connection cap, header and idle timeouts, head size limit.
-//! - [`http`]: the only place that knows axum: `http::app` (the router, the middleware stack with
-//!   its order explained, start and shutdown), `http::state`, `http::auth` (bearer token to
-//!   [`policy::Caller`]) and `http::routes`, one module per resource: `send`, `messages`, `health`,
-//!   `webhooks`, `docs` (OpenAPI).
-//! - [`telemetry`]: logs (one JSON line per request), metrics, OpenTelemetry traces.
+//! - [`http`]: the only place that knows axum: `http::server` (the accept loop: connection cap,
+//!   header and idle timeouts, head size limit), `http::app` (the router, the middleware stack
+//!   with its order explained, start and shutdown), `http::observe` (each request's span, log line
+//!   and metrics), `http::error` (`ApiError`, every failure a caller sees, as problem+json),
+//!   `http::state`, `http::auth` (bearer token to [`policy::Caller`]) and `http::routes`, one
+//!   module per resource: `send`, `messages`, `health`, `webhooks`, `docs` (OpenAPI).
+//! - [`telemetry`]: the log subscriber (one JSON line per request), metrics, OpenTelemetry traces.
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
 //! - [`relay`]: the send pipeline, no HTTP: [`relay::Relay::send`] takes a caller, a message and
 //!   options and returns what happened; `http/routes/send.rs` is its HTTP adapter.
@@ -22,14 +23,12 @@
 //! - [`message`]: the domain: a validated [`message::Message`] parsed from a request.
 //! - [`preflight`]: media links checked before sending (type, size, reachability), never an SSRF hole.
 //! - [`qikchat`]: the upstream: Qikchat's wire format, the key, and what its answers mean.
-//! - [`error`]: [`error::ApiError`], the one error type, rendered as problem+json.
 //! - [`config`]: the typed configuration, read from the environment once; it names the policy's
 //!   files and reads none (`policy::Live` reads them at start and again when they change).
 //! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
 pub mod audit;
 pub mod config;
-pub mod error;
 pub mod healthcheck;
 pub mod http;
 pub mod idempotency;
@@ -40,7 +39,6 @@ pub mod qikchat;
 pub mod ratelimit;
 pub mod redis_client;
 pub mod relay;
-pub mod server;
 pub mod telemetry;
 pub mod webhooks;
 

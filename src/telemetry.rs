@@ -1,38 +1,22 @@
-//! Telemetry in one place: the log subscriber, the metrics recorder, and [`observe`], the
-//! middleware that gives every request its span, its one log line and its metrics.
-//!
-//! The request span is created here with empty fields (caller, type, outcome, ...) that handlers
-//! fill in as they learn them; the "request finished" line at the end carries them all.
+//! Telemetry in one place: the log subscriber, the metrics recorder and the trace exporter. The
+//! middleware that gives every request its span, its one log line and its metrics is
+//! `http::observe`.
 
 use std::{
     sync::{
         OnceLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use axum::{
-    extract::{MatchedPath, Request},
-    http::Method,
-    middleware::Next,
-    response::Response,
-};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry::{
-    propagation::TextMapPropagator,
-    trace::{TraceContextExt, TraceId, TracerProvider as _},
-};
-use opentelemetry_http::HeaderExtractor;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing::{Instrument, Span, field::Empty, info, info_span, warn};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing::warn;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::{
-    config::{Config, LogFormat, Traces},
-    error::REQUEST_ID,
-};
+use crate::config::{Config, LogFormat, Traces};
 
 mod json_lines;
 pub use json_lines::{AppendJsonFields, JsonLines};
@@ -44,6 +28,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// Whether spans go to an OpenTelemetry exporter (set once, by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans go to an OpenTelemetry exporter: then each request's span is named and joins
+/// the caller's trace.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// What [`init`] started; [`Telemetry::shutdown`] sends the spans still buffered.
 #[must_use = "shut it down at exit, or the last spans are lost"]
@@ -123,22 +113,6 @@ fn tracer_provider(default_service_name: bool) -> Result<SdkTracerProvider, Stri
         .build())
 }
 
-/// Continues the caller's W3C trace (`traceparent`) in `span`, and names the trace in the logs:
-/// `trace_id` is the span's when spans are exported, else the caller's when it sent one.
-fn join_trace(span: &Span, request: &Request, method: &str, route: &str) {
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-    let mut trace_id = parent.span().span_context().trace_id();
-    if EXPORTING.load(Ordering::Relaxed) {
-        span.record("otel.name", format!("{method} {route}"));
-        span.record("otel.kind", "server");
-        let _ = span.set_parent(parent);
-        trace_id = span.context().span().span_context().trace_id();
-    }
-    if trace_id != TraceId::INVALID {
-        span.record("trace_id", trace_id.to_string());
-    }
-}
-
 /// The process-wide Prometheus recorder; installed on first use.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -165,11 +139,6 @@ pub fn metrics() -> PrometheusHandle {
             {
                 metrics::counter!("relay_rejections_total", "reason" => reason).increment(0);
             }
-            for reason in crate::server::Shed::ALL {
-                metrics::counter!("relay_connections_rejected_total", "reason" => reason.as_str())
-                    .increment(0);
-            }
-            metrics::gauge!("relay_connections_open").set(0.0);
             for result in ["replayed", "in_flight", "reused", "outcome_unknown"] {
                 metrics::counter!("relay_idempotency_total", "result" => result).increment(0);
             }
@@ -193,72 +162,3 @@ pub fn metrics() -> PrometheusHandle {
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// The method as a label: one of the standard ones, else `other`. HTTP lets a client invent
-/// methods, and each invented one would be a new time series for as long as the process lives.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "other",
-    }
-}
-
-/// Wraps a request in its span, then logs its one line and counts it.
-pub async fn observe(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    // The route template, never the raw path: ids in paths would explode metric cardinality.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let span = info_span!(
-        "request",
-        request_id,
-        method = method_label(&method),
-        route,
-        caller = Empty,
-        r#type = Empty,
-        to = Empty,
-        outcome = Empty,
-        qikchat_id = Empty,
-        qikchat_status = Empty,
-        trace_id = Empty,
-        otel.name = Empty,
-        otel.kind = Empty,
-    );
-    join_trace(&span, &request, method_label(&method), &route);
-
-    let response = next.run(request).instrument(span.clone()).await;
-
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
-    span.in_scope(|| {
-        info!(
-            status,
-            latency_ms = latency.as_secs_f64() * 1e3,
-            "request finished"
-        )
-    });
-    let labels = [
-        ("method", method_label(&method).to_owned()),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("relay_http_requests_total", &labels).increment(1);
-    metrics::histogram!("relay_http_request_duration_seconds", &labels)
-        .record(latency.as_secs_f64());
-    response
-}

@@ -27,15 +27,13 @@ use tower_http::{
 };
 use tracing::{info, warn};
 
-use crate::{
-    config::{Config, ConnectionLimits},
+use super::{
     error::{self, ApiError, REQUEST_ID},
-    http::{
-        routes::{self, BodyLimits},
-        state::AppState,
-    },
-    server, telemetry,
+    routes::{self, BodyLimits},
+    server,
+    state::AppState,
 };
+use crate::config::{Config, ConnectionLimits};
 
 /// Every route and the middleware around them.
 pub fn router(state: AppState, body: BodyLimits) -> Router {
@@ -46,7 +44,7 @@ pub fn router(state: AppState, body: BodyLimits) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         // The span and the one log line per request see the final status, problems included.
-        .layer(middleware::from_fn(telemetry::observe))
+        .layer(middleware::from_fn(super::observe::observe))
         // Renders every ApiError (handlers', extractors', the panic handler's) as problem+json.
         .layer(middleware::from_fn(error::problem_json))
         .layer(CatchPanicLayer::custom(|_| {

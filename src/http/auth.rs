@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    error::ApiError,
+    http::error::ApiError,
     http::state::AppState,
     policy::{Caller, Policy},
 };

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     config::Config,
-    error,
+    http::error,
     idempotency::{Idempotency, MemoryStore, Store},
     policy::Live,
     preflight::Preflight,

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
-
 use super::{AccountSpec, Refusal, Rule, Rules};
 use crate::{
     message::Recipient,
@@ -29,16 +27,6 @@ impl RateLimitHeaders {
             limit: decision.limit,
             remaining: decision.remaining,
             reset_s: seconds(decision.reset),
-        }
-    }
-
-    pub fn add_headers(&self, headers: &mut HeaderMap) {
-        for (name, value) in [
-            ("ratelimit-limit", self.limit),
-            ("ratelimit-remaining", self.remaining),
-            ("ratelimit-reset", self.reset_s),
-        ] {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
         }
     }
 }

@@ -13,7 +13,7 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
-    error::{ApiError, Problem},
+    http::error::{ApiError, Problem},
     http::routes::{health, messages, send, webhooks},
     http::state::AppState,
     message::FieldError,
@@ -179,7 +179,7 @@ impl Modify for ProblemExamples {
                         continue;
                     };
                     let Some(RefOr::T(content)) =
-                        response.content.get_mut(crate::error::PROBLEM_JSON)
+                        response.content.get_mut(crate::http::error::PROBLEM_JSON)
                     else {
                         continue;
                     };

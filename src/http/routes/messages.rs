@@ -9,7 +9,7 @@ use axum::{
 use tracing::{Span, error, warn};
 
 use crate::{
-    error::{ApiError, Result},
+    http::error::{ApiError, Result},
     http::state::AppState,
     message::FieldError,
     policy::Caller,
@@ -32,18 +32,18 @@ const MAX_ID_LEN: usize = 128;
             headers(("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota: as on `POST /send` (a lookup takes nothing)"),
                 ("RateLimit-Remaining" = u64, description = "As on `POST /send`"),
                 ("RateLimit-Reset" = u64, description = "As on `POST /send`"))),
-        (status = 401, description = "`unauthorized`", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 401, description = "`unauthorized`", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`forbidden`: the caller's account is no longer configured (rule `account`)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`: the caller did not send this id through the relay (or it was longer ago than `RELAY_MESSAGE_OWNER_TTL_S`), or Qikchat does not know it. A caller with `read_any_status` reads every message of its account", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request`: the id is malformed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: Qikchat is rate limiting", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 403, description = "`forbidden`: the caller's account is no longer configured (rule `account`)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the caller did not send this id through the relay (or it was longer ago than `RELAY_MESSAGE_OWNER_TTL_S`), or Qikchat does not know it. A caller with `read_any_status` reads every message of its account", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`: the id is malformed", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: Qikchat is rate limiting", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 500, description = "`internal_error`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`upstream_error`: Qikchat failed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable`: Qikchat could not be reached, or the relay's message store cannot be read", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 500, description = "`internal_error`", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`: Qikchat failed", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_unavailable`: Qikchat could not be reached, or the relay's message store cannot be read", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 504, description = "`upstream_timeout`: Qikchat did not answer in time", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`upstream_timeout`: Qikchat did not answer in time", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -55,7 +55,7 @@ pub async fn status(
     let mut answer = lookup(&state, &caller, id).await.into_response();
     // A caller with limits learns where it stands on every answer (`RateLimit-*`).
     if let Some(limit) = limits::current(&state.relay.limiter, &caller.rules).await {
-        limit.add_headers(answer.headers_mut());
+        super::add_rate_limit_headers(answer.headers_mut(), &limit);
     }
     answer
 }

@@ -15,7 +15,7 @@ use axum::{
     body::{Body, Bytes},
     extract::{FromRequest, Request, State},
     http::{
-        HeaderValue, StatusCode,
+        HeaderMap, HeaderName, HeaderValue, StatusCode,
         header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE},
     },
     middleware::Next,
@@ -23,7 +23,7 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::{error::ApiError, message::FieldError};
+use crate::{http::error::ApiError, message::FieldError, policy::limits::RateLimitHeaders};
 
 mod strict_json;
 
@@ -140,4 +140,16 @@ fn is_json(content_type: &str) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Where the caller's limit stands, on every answer to a send by a caller with limits:
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds).
+fn add_rate_limit_headers(headers: &mut HeaderMap, limit: &RateLimitHeaders) {
+    for (name, value) in [
+        ("ratelimit-limit", limit.limit),
+        ("ratelimit-remaining", limit.remaining),
+        ("ratelimit-reset", limit.reset_s),
+    ] {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
 }

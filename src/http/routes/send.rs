@@ -19,7 +19,7 @@ use tracing::Span;
 
 use crate::{
     audit::SendAttempt,
-    error::{ApiError, REQUEST_ID},
+    http::error::{ApiError, REQUEST_ID},
     http::routes::JsonBody,
     http::state::AppState,
     idempotency::{self, Answer, Key},
@@ -43,24 +43,24 @@ use crate::{
                 ("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota (on every answer to a send): the most sends allowed at once (burst) or per day, whichever is closer to running out"),
                 ("RateLimit-Remaining" = u64, description = "Sends still allowed now under that limit"),
                 ("RateLimit-Reset" = u64, description = "Seconds until that limit is full again (the quota: until 00:00 UTC)"))),
-        (status = 409, description = "`idempotency_key_in_flight`: a request with this Idempotency-Key is still being sent; retry after `Retry-After` to get its answer", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 409, description = "`idempotency_key_in_flight`: a request with this Idempotency-Key is still being sent; retry after `Retry-After` to get its answer", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 400, description = "`malformed_request`: not JSON, or not `application/json`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`: no or unknown bearer token", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 400, description = "`malformed_request`: not JSON, or not `application/json`", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no or unknown bearer token", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 403, description = "`forbidden`: the caller may not send this message (its `types`, `templates`, `destinations` or `account` in the callers file); `rule` names the rule and `detail` says what was refused; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) `idempotency_key_reused` (the key was used for a different request; nothing was sent), or `media_unreachable`, `media_type_not_supported`, `media_too_large` (a media link failed its preflight check with RELAY_MEDIA_PREFLIGHT=enforce; `errors` names the field, `detail` says what was found and what is accepted; nothing was sent)", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: a limit was hit and nothing was sent. `rule` names the relay's limit (`rate_per_minute`, `daily_quota`, `rate_per_second`, `recipient_interval_ms`); without `rule`, Qikchat itself is rate limiting", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 403, description = "`forbidden`: the caller may not send this message (its `types`, `templates`, `destinations` or `account` in the callers file); `rule` names the rule and `detail` says what was refused; nothing was sent", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) `idempotency_key_reused` (the key was used for a different request; nothing was sent), or `media_unreachable`, `media_type_not_supported`, `media_too_large` (a media link failed its preflight check with RELAY_MEDIA_PREFLIGHT=enforce; `errors` names the field, `detail` says what was found and what is accepted; nothing was sent)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: a limit was hit and nothing was sent. `rule` names the relay's limit (`rate_per_minute`, `daily_quota`, `rate_per_second`, `recipient_interval_ms`); without `rule`, Qikchat itself is rate limiting", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"),
                 ("RateLimit-Limit" = u64, description = "As on 200, for callers with a rate or a daily quota"),
                 ("RateLimit-Remaining" = u64, description = "As on 200"),
                 ("RateLimit-Reset" = u64, description = "As on 200"))),
-        (status = 500, description = "`internal_error`: a bug in the relay", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 502, description = "`upstream_error`: Qikchat failed or answered without an id; the message may have been sent", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable` (Qikchat, or Redis for a request with an Idempotency-Key or from a caller with limits, unreachable; or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 500, description = "`internal_error`: a bug in the relay", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`: Qikchat failed or answered without an id; the message may have been sent", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_unavailable` (Qikchat, or Redis for a request with an Idempotency-Key or from a caller with limits, unreachable; or the relay is shutting down) or `overloaded`; nothing was sent", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
-        (status = 504, description = "`upstream_timeout`: no answer in time, or an earlier request with this Idempotency-Key was interrupted while sending; the message may or may not have been sent, and is never sent again under the same key", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "`upstream_timeout`: no answer in time, or an earlier request with this Idempotency-Key was interrupted while sending; the message may or may not have been sent, and is never sent again under the same key", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -106,7 +106,7 @@ pub async fn send(
         None => limits::current(&state.relay.limiter, &caller.rules).await,
     };
     if let Some(limit) = limit {
-        limit.add_headers(response.headers_mut());
+        super::add_rate_limit_headers(response.headers_mut(), &limit);
     }
     response
 }
@@ -139,7 +139,7 @@ fn replay(answer: Answer) -> Response {
     let content_type = if status.is_success() {
         "application/json"
     } else {
-        crate::error::PROBLEM_JSON
+        crate::http::error::PROBLEM_JSON
     };
     (
         status,

@@ -20,8 +20,8 @@ use tracing::{Span, info, warn};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    error::{ApiError, Result},
     http::auth::credentials,
+    http::error::{ApiError, Result},
     http::state::AppState,
     message::FieldError,
     policy::DEFAULT_ACCOUNT,
@@ -64,11 +64,11 @@ pub struct Received {
     request_body(content = Object, description = "Qikchat's event: `{event, payload}` or `{message: {event, payload}}`"),
     responses(
         (status = 200, description = "Stored, a duplicate, or ignored (another kind of event)", body = Received),
-        (status = 400, description = "`malformed_request`: not JSON, or no `event` and `payload`; nothing stored", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "`unauthorized`: `RELAY_WEBHOOK_BASIC_AUTH` is set and the request's Basic Auth does not match", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 400, description = "`malformed_request`: not JSON, or no `event` and `payload`; nothing stored", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: `RELAY_WEBHOOK_BASIC_AUTH` is set and the request's Basic Auth does not match", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Basic realm=\"qikchat-relay\"`"))),
-        (status = 404, description = "`not_found`: webhooks are off, the secret is wrong, or the account is unknown", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`upstream_unavailable`: the event could not be stored; `overloaded`: events not yet delivered fill `RELAY_WEBHOOK_STORE_MAX_MB`. Nothing stored; Qikchat should retry", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 404, description = "`not_found`: webhooks are off, the secret is wrong, or the account is unknown", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`upstream_unavailable`: the event could not be stored; `overloaded`: events not yet delivered fill `RELAY_WEBHOOK_STORE_MAX_MB`. Nothing stored; Qikchat should retry", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
     security(())
@@ -198,10 +198,10 @@ fn limit(query: Option<&str>) -> Result<usize> {
     params(ListQuery),
     responses(
         (status = 200, description = "The dead letters, newest first", body = Vec<DeadLetter>),
-        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 404, description = "`not_found`: webhooks are off", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request`: `limit` is not 1 to 1000", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: webhooks are off", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`: `limit` is not 1 to 1000", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = []))
 )]
@@ -229,9 +229,9 @@ pub async fn dead_letters(
     params(("id" = String, Path, description = "The dead letter's `id` (its `webhook-id`)")),
     responses(
         (status = 202, description = "Back in line"),
-        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::error::Problem, content_type = "application/problem+json",
+        (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
-        (status = 404, description = "`not_found`: no dead letter with this id, or webhooks are off", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no dead letter with this id, or webhooks are off", body = crate::http::error::Problem, content_type = "application/problem+json"),
     ),
     security(("admin" = []))
 )]

@@ -124,6 +124,12 @@ pub async fn serve(
     max_connections: usize,
     stop: CancellationToken,
 ) {
+    // The counters alerts take rates of exist from the start, at 0.
+    for reason in Shed::ALL {
+        metrics::counter!("relay_connections_rejected_total", "reason" => reason.as_str())
+            .increment(0);
+    }
+    metrics::gauge!("relay_connections_open").set(0.0);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
