@@ -1,14 +1,30 @@
 //! The body `POST /send` accepts, as the OpenAPI document describes it. These types are never
-//! deserialised by the relay: `message.rs` parses requests, so that every bad field is named.
+//! deserialised by the relay: `message` parses requests, so that every bad field is named.
 //!
 //! The two must agree both ways: whatever this schema accepts, the parser accepts, and the reverse.
 //! schemathesis checks that in CI (tests/external/run.sh). The few rules JSON Schema cannot state
 //! (at most 10 list rows in all, unique button ids, section titles once there are several, a text
 //! header's length) are in the descriptions and in tests/external/hooks.py.
+//!
+//! This module holds the message schemas and their simple parts; `interactive` holds Qikchat's
+//! interactive object and `template` the two forms of a template.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+
+mod interactive;
+mod template;
+
+pub use interactive::{
+    ButtonsAction, Interactive, InteractiveBody, InteractiveButtons, InteractiveFooter,
+    InteractiveList, ListAction, ListRow, ListSection, Reply, ReplyButton,
+};
+pub use template::{
+    BodyParameter, DocumentHeader, MediaHeader, QuickReplyButton, Template, TemplateButton,
+    TemplateComponent, TemplateHeader, TemplateWithComponents, TemplateWithParameters, TextHeader,
+    UrlButton,
+};
 
 /// One message to send, discriminated by `type`. Fields of other types are refused unless
 /// `null`; unknown fields are refused.
@@ -205,286 +221,4 @@ pub struct ContactName {
     pub formatted_name: String,
     #[serde(flatten)]
     pub other: Map<String, Value>,
-}
-
-/// Qikchat's interactive object: reply buttons or a list. `header` (an object; a `text` header
-/// holds at most 60 characters) and fields the relay does not know are passed on unchanged.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-#[schema(discriminator(property_name = "type", mapping(
-    ("button" = "#/components/schemas/InteractiveButtons"),
-    ("list" = "#/components/schemas/InteractiveList"),
-)))]
-pub enum Interactive {
-    Buttons(InteractiveButtons),
-    List(InteractiveList),
-}
-
-/// 1 to 3 reply buttons, with unique ids.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct InteractiveButtons {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^button$", examples("button"))]
-    pub kind: String,
-    pub body: InteractiveBody,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub footer: Option<InteractiveFooter>,
-    pub action: ButtonsAction,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-/// A menu of at most 10 rows in all; every section has a title when there are several.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct InteractiveList {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^list$", examples("list"))]
-    pub kind: String,
-    pub body: InteractiveBody,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub footer: Option<InteractiveFooter>,
-    pub action: ListAction,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct InteractiveBody {
-    #[schema(min_length = 1, max_length = 1024)]
-    pub text: String,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct InteractiveFooter {
-    #[schema(min_length = 1, max_length = 60)]
-    pub text: String,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ButtonsAction {
-    #[schema(min_items = 1, max_items = 3)]
-    pub buttons: Vec<ReplyButton>,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ReplyButton {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^reply$", examples("reply"))]
-    pub kind: String,
-    pub reply: Reply,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Reply {
-    /// Unique among the message's buttons.
-    #[schema(min_length = 1, max_length = 256)]
-    pub id: String,
-    #[schema(min_length = 1, max_length = 20)]
-    pub title: String,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ListAction {
-    /// The label of the button that opens the list.
-    #[schema(min_length = 1, max_length = 20)]
-    pub button: String,
-    #[schema(min_items = 1, max_items = 10)]
-    pub sections: Vec<ListSection>,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ListSection {
-    /// Required when there are several sections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 24)]
-    pub title: Option<String>,
-    #[schema(min_items = 1, max_items = 10)]
-    pub rows: Vec<ListRow>,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct ListRow {
-    #[schema(min_length = 1, max_length = 200)]
-    pub id: String,
-    #[schema(min_length = 1, max_length = 24)]
-    pub title: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 72)]
-    pub description: Option<String>,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-/// A template: `name` and `language`, then either the simplified `header`/`body`/`buttons` or
-/// Qikchat's raw `components`, not both.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum Template {
-    Parameters(TemplateWithParameters),
-    Components(TemplateWithComponents),
-}
-
-/// The simplified form; all three parts are optional (a template without variables has none).
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateWithParameters {
-    #[schema(min_length = 1, max_length = 512, examples("order_update"))]
-    pub name: String,
-    /// A plain language code such as `en` or `en_US`.
-    #[schema(min_length = 1, max_length = 4096, examples("en"))]
-    pub language: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<TemplateHeader>,
-    /// The body parameters, in order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<BodyParameter>>)]
-    pub body: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 10)]
-    pub buttons: Option<Vec<TemplateButton>>,
-    /// Only `null` here: `components` belongs to the other form.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub components: Option<Value>,
-}
-
-/// Qikchat's own components, passed on unchanged.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateWithComponents {
-    #[schema(min_length = 1, max_length = 512, examples("order_update"))]
-    pub name: String,
-    #[schema(min_length = 1, max_length = 4096, examples("en_US"))]
-    pub language: String,
-    pub components: Vec<TemplateComponent>,
-    /// Only `null` here: the simplified form's fields.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub header: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub body: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub buttons: Option<Value>,
-}
-
-/// A field that may only be `null`: a known field that does not belong here, which the relay
-/// takes as absent (clients generated from this document send `null` for every unset field).
-fn null_only() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Null)
-        .build()
-}
-
-/// One template body parameter.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[schema(min_length = 1, max_length = 4096, examples("Siva"))]
-pub struct BodyParameter(String);
-
-/// A component as Qikchat takes it: `header`, `body` or `button`, with its `parameters`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct TemplateComponent {
-    #[serde(rename = "type")]
-    #[schema(min_length = 1, max_length = 4096, examples("body"))]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub parameters: Option<Vec<Value>>,
-    #[serde(flatten)]
-    pub other: Map<String, Value>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-#[schema(discriminator(property_name = "type", mapping(
-    ("text" = "#/components/schemas/TextHeader"),
-    ("image" = "#/components/schemas/MediaHeader"),
-    ("video" = "#/components/schemas/MediaHeader"),
-    ("document" = "#/components/schemas/DocumentHeader"),
-)))]
-pub enum TemplateHeader {
-    Text(TextHeader),
-    Media(MediaHeader),
-    Document(DocumentHeader),
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TextHeader {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^text$", examples("text"))]
-    pub kind: String,
-    #[schema(min_length = 1, max_length = 4096)]
-    pub text: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MediaHeader {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^(image|video)$", examples("image"))]
-    pub kind: String,
-    #[schema(value_type = Link)]
-    pub link: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DocumentHeader {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^document$", examples("document"))]
-    pub kind: String,
-    #[schema(value_type = Link)]
-    pub link: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
-    pub filename: Option<String>,
-}
-
-/// A button parameter, in the template's button order.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(untagged)]
-#[schema(discriminator(property_name = "type", mapping(
-    ("url" = "#/components/schemas/UrlButton"),
-    ("quick_reply" = "#/components/schemas/QuickReplyButton"),
-)))]
-pub enum TemplateButton {
-    Url(UrlButton),
-    QuickReply(QuickReplyButton),
-}
-
-/// The dynamic suffix of a URL button.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UrlButton {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^url$", examples("url"))]
-    pub kind: String,
-    #[schema(min_length = 1, max_length = 4096, examples("orders/1234"))]
-    pub text: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QuickReplyButton {
-    #[serde(rename = "type")]
-    #[schema(pattern = "^quick_reply$", examples("quick_reply"))]
-    pub kind: String,
-    #[schema(min_length = 1, max_length = 4096)]
-    pub payload: String,
 }
