@@ -1,0 +1,224 @@
+//! The body `POST /send` accepts, as the OpenAPI document describes it. These types are never
+//! deserialised by the relay: `message` parses requests, so that every bad field is named.
+//!
+//! The two must agree both ways: whatever this schema accepts, the parser accepts, and the reverse.
+//! schemathesis checks that in CI (tests/external/run.sh). The few rules JSON Schema cannot state
+//! (at most 10 list rows in all, unique button ids, section titles once there are several, a text
+//! header's length) are in the descriptions and in tests/external/hooks.py.
+//!
+//! This module holds the message schemas and their simple parts; `interactive` holds Qikchat's
+//! interactive object and `template` the two forms of a template.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+mod interactive;
+mod template;
+
+pub use interactive::{
+    ButtonsAction, Interactive, InteractiveBody, InteractiveButtons, InteractiveFooter,
+    InteractiveList, ListAction, ListRow, ListSection, Reply, ReplyButton,
+};
+pub use template::{
+    BodyParameter, DocumentHeader, MediaHeader, QuickReplyButton, Template, TemplateButton,
+    TemplateComponent, TemplateHeader, TemplateWithComponents, TemplateWithParameters, TextHeader,
+    UrlButton,
+};
+
+/// One message to send, discriminated by `type`. Fields of other types are refused unless
+/// `null`; unknown fields are refused.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("text" = "#/components/schemas/TextMessage"),
+    ("image" = "#/components/schemas/ImageMessage"),
+    ("video" = "#/components/schemas/VideoMessage"),
+    ("audio" = "#/components/schemas/AudioMessage"),
+    ("document" = "#/components/schemas/DocumentMessage"),
+    ("sticker" = "#/components/schemas/StickerMessage"),
+    ("location" = "#/components/schemas/LocationMessage"),
+    ("contact" = "#/components/schemas/ContactMessage"),
+    ("interactive" = "#/components/schemas/InteractiveMessage"),
+    ("template" = "#/components/schemas/TemplateMessage"),
+)))]
+pub enum SendRequest {
+    Text(TextMessage),
+    Image(ImageMessage),
+    Video(VideoMessage),
+    Audio(AudioMessage),
+    Document(DocumentMessage),
+    Sticker(StickerMessage),
+    Location(LocationMessage),
+    Contact(ContactMessage),
+    Interactive(InteractiveMessage),
+    Template(TemplateMessage),
+}
+
+/// The customer's number: `+`, country code and number, 8 to 15 digits (the first not 0); spaces,
+/// dashes, dots and parentheses after the `+` are ignored. Exactly what `Recipient::parse` accepts.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(
+    pattern = r"^\+[ ().\-]*[1-9]([ ().\-]*[0-9]){7,14}[ ().\-]*$",
+    examples("+918080808080", "+91 80808 08080")
+)]
+pub struct Recipient(String);
+
+/// Declares one message schema: `to`, a `type` that takes exactly one value, and its fields.
+macro_rules! message_schema {
+    ($(#[$doc:meta])* $name:ident, $tag:literal, $pattern:literal, { $($fields:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[schema(value_type = Recipient)]
+            pub to: String,
+            #[serde(rename = "type")]
+            #[schema(pattern = $pattern, examples($tag))]
+            pub kind: String,
+            $($fields)*
+        }
+    };
+}
+
+message_schema!(
+    /// A text message.
+    TextMessage, "text", "^text$", {
+    /// The text, 1 to 4096 characters.
+    #[schema(min_length = 1, max_length = 4096)]
+    pub text: String,
+    /// Show a preview of the first URL in the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<bool>,
+});
+
+message_schema!(
+    /// An image (JPEG or PNG, at most 5 MB) Qikchat downloads from `link`.
+    ImageMessage, "image", "^image$", {
+    #[schema(value_type = Link)]
+    pub link: String,
+    /// At most 1024 characters; empty counts as absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub caption: Option<String>,
+});
+
+message_schema!(
+    /// A video (MP4 or 3GPP, at most 16 MB): a direct link to the file, not a player page.
+    VideoMessage, "video", "^video$", {
+    #[schema(value_type = Link)]
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub caption: Option<String>,
+});
+
+message_schema!(
+    /// An audio file (AAC, MP4, AMR, MPEG or OGG/Opus, at most 16 MB); no caption.
+    AudioMessage, "audio", "^audio$", {
+    #[schema(value_type = Link)]
+    pub link: String,
+});
+
+message_schema!(
+    /// A document of any type, at most 100 MB.
+    DocumentMessage, "document", "^document$", {
+    #[schema(value_type = Link)]
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub caption: Option<String>,
+    /// The file name the customer sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
+    pub filename: Option<String>,
+});
+
+message_schema!(
+    /// A WebP sticker (100 KB static, 500 KB animated, 512x512); no caption.
+    StickerMessage, "sticker", "^sticker$", {
+    #[schema(value_type = Link)]
+    pub link: String,
+});
+
+message_schema!(
+    /// A location pin.
+    LocationMessage, "location", "^location$", {
+    pub location: Location,
+});
+
+message_schema!(
+    /// A contact card, in Qikchat's contact object.
+    ContactMessage, "contact", "^contact$", {
+    pub contact: Contact,
+});
+
+message_schema!(
+    /// Reply buttons (1 to 3) or a list (at most 10 rows in all), in Qikchat's interactive object.
+    InteractiveMessage, "interactive", "^interactive$", {
+    pub interactive: Interactive,
+});
+
+message_schema!(
+    /// A pre-approved template: the only way to start a conversation outside the 24-hour window.
+    TemplateMessage, "template", "^template$", {
+    pub template: Template,
+});
+
+/// An absolute http or https URL to the file itself; Qikchat downloads it.
+#[derive(Serialize, Deserialize, ToSchema)]
+// The host's last label starts with a letter: a numeric one makes the host an IPv4 address
+// (WHATWG URL), and a link to an address is not what a media link should be.
+#[schema(
+    pattern = r"^https?://([A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9\-]*[A-Za-z0-9])?(/[A-Za-z0-9._~%/\-]*)?$",
+    max_length = 4096,
+    examples("https://cdn.example.com/invoice.png")
+)]
+pub struct Link(String);
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    #[schema(minimum = -90, maximum = 90, examples(19.076))]
+    pub latitude: f64,
+    #[schema(minimum = -180, maximum = 180, examples(72.8777))]
+    pub longitude: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
+    pub address: Option<String>,
+}
+
+/// Qikchat's contact object (`birthday`, ... besides the fields below); fields the relay does not
+/// know are passed on unchanged.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Contact {
+    pub name: ContactName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub phones: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub emails: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub addresses: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub urls: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub org: Option<Value>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ContactName {
+    #[schema(min_length = 1, max_length = 4096, examples("Support Desk"))]
+    pub formatted_name: String,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}

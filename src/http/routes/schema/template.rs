@@ -1,0 +1,168 @@
+//! A template as `POST /send` accepts it: the simplified `header`/`body`/`buttons`, or Qikchat's
+//! raw `components`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::Link;
+
+/// A template: `name` and `language`, then either the simplified `header`/`body`/`buttons` or
+/// Qikchat's raw `components`, not both.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Template {
+    Parameters(TemplateWithParameters),
+    Components(TemplateWithComponents),
+}
+
+/// The simplified form; all three parts are optional (a template without variables has none).
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateWithParameters {
+    #[schema(min_length = 1, max_length = 512, examples("order_update"))]
+    pub name: String,
+    /// A plain language code such as `en` or `en_US`.
+    #[schema(min_length = 1, max_length = 4096, examples("en"))]
+    pub language: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<TemplateHeader>,
+    /// The body parameters, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<BodyParameter>>)]
+    pub body: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 10)]
+    pub buttons: Option<Vec<TemplateButton>>,
+    /// Only `null` here: `components` belongs to the other form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub components: Option<Value>,
+}
+
+/// Qikchat's own components, passed on unchanged.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateWithComponents {
+    #[schema(min_length = 1, max_length = 512, examples("order_update"))]
+    pub name: String,
+    #[schema(min_length = 1, max_length = 4096, examples("en_US"))]
+    pub language: String,
+    pub components: Vec<TemplateComponent>,
+    /// Only `null` here: the simplified form's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub header: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = null_only)]
+    pub buttons: Option<Value>,
+}
+
+/// A field that may only be `null`: a known field that does not belong here, which the relay
+/// takes as absent (clients generated from this document send `null` for every unset field).
+fn null_only() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Null)
+        .build()
+}
+
+/// One template body parameter.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(min_length = 1, max_length = 4096, examples("Siva"))]
+pub struct BodyParameter(String);
+
+/// A component as Qikchat takes it: `header`, `body` or `button`, with its `parameters`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TemplateComponent {
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 4096, examples("body"))]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub parameters: Option<Vec<Value>>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("text" = "#/components/schemas/TextHeader"),
+    ("image" = "#/components/schemas/MediaHeader"),
+    ("video" = "#/components/schemas/MediaHeader"),
+    ("document" = "#/components/schemas/DocumentHeader"),
+)))]
+pub enum TemplateHeader {
+    Text(TextHeader),
+    Media(MediaHeader),
+    Document(DocumentHeader),
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextHeader {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^text$", examples("text"))]
+    pub kind: String,
+    #[schema(min_length = 1, max_length = 4096)]
+    pub text: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaHeader {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(image|video)$", examples("image"))]
+    pub kind: String,
+    #[schema(value_type = Link)]
+    pub link: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentHeader {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^document$", examples("document"))]
+    pub kind: String,
+    #[schema(value_type = Link)]
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4096)]
+    pub filename: Option<String>,
+}
+
+/// A button parameter, in the template's button order.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("url" = "#/components/schemas/UrlButton"),
+    ("quick_reply" = "#/components/schemas/QuickReplyButton"),
+)))]
+pub enum TemplateButton {
+    Url(UrlButton),
+    QuickReply(QuickReplyButton),
+}
+
+/// The dynamic suffix of a URL button.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UrlButton {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^url$", examples("url"))]
+    pub kind: String,
+    #[schema(min_length = 1, max_length = 4096, examples("orders/1234"))]
+    pub text: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuickReplyButton {
+    #[serde(rename = "type")]
+    #[schema(pattern = "^quick_reply$", examples("quick_reply"))]
+    pub kind: String,
+    #[schema(min_length = 1, max_length = 4096)]
+    pub payload: String,
+}
