@@ -2,7 +2,7 @@
 //!
 //! Parsing collects every problem with the path of its field (`template.header.link`), so a caller
 //! fixes a request in one round trip; whatever comes out as a `Message` is safe to send. What a
-//! message looks like on Qikchat's wire is `qikchat.rs`'s business, not this module's.
+//! message looks like on Qikchat's wire is `qikchat`'s business, not this module's.
 
 use std::fmt;
 

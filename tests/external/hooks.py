@@ -1,6 +1,6 @@
 """schemathesis hooks: what schemathesis cannot know about POST /send.
 
-openapi.yaml describes them in words (src/http/routes/schema.rs); here generated bodies that break one
+openapi.yaml describes them in words (src/http/routes/schema/); here generated bodies that break one
 of them are left out, so that schemathesis does not report the relay for refusing them. Nothing
 else is filtered: every other rule is in the schema and checked both ways.
 

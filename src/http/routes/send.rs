@@ -2,8 +2,8 @@
 //! `Idempotency-Key` in; Qikchat's id, or problem+json, with the caller's `RateLimit-*` headers
 //! out. The logs, the metrics and the audit event of each send are written here.
 //!
-//! `routes/schema.rs` describes the accepted body for the OpenAPI document; the parser in
-//! `message.rs` enforces it. Tests send every documented example through the parser, and
+//! `routes::schema` describes the accepted body for the OpenAPI document; the parser in
+//! `message` enforces it. Tests send every documented example through the parser, and
 //! schemathesis (tests/external) checks that the two agree both ways.
 
 use std::time::Instant;
