@@ -6,11 +6,11 @@
 //! The records live in memory (one replica) or in Redis (shared by replicas, kept across restarts),
 //! behind the two atomic operations of [`Store`].
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, Weak},
-    time::{Duration, Instant},
-};
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::{sync::Arc, time::Duration};
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -248,11 +248,7 @@ pub enum Store {
 
 /// Compares the record with `ARGV[1]`; if equal, replaces it with `ARGV[2]` for `ARGV[3]` ms, or
 /// deletes it when `ARGV[2]` is empty. Returns 1 when it changed the record.
-const COMPARE_AND_SET: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-return 1
-";
+const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
 
 impl Store {
     /// Sets `key` to `value` for `ttl` unless it exists; returns the existing value if it does
@@ -338,89 +334,6 @@ impl Store {
 
 fn redis_error(e: redis::RedisError) -> Error {
     Error(e.to_string())
-}
-
-/// Records in this process: bounded, expired ones purged in the background.
-pub struct MemoryStore {
-    entries: Mutex<HashMap<String, (String, Instant)>>,
-    max_entries: usize,
-}
-
-impl MemoryStore {
-    /// The purge task holds only a weak reference: it ends when the store is dropped.
-    pub fn new(max_entries: usize) -> Arc<Self> {
-        let store = Arc::new(Self {
-            entries: Mutex::new(HashMap::new()),
-            max_entries,
-        });
-        let weak: Weak<Self> = Arc::downgrade(&store);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                every.tick().await;
-                match weak.upgrade() {
-                    Some(store) => store.purge(),
-                    None => return,
-                }
-            }
-        });
-        store
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
-        // A panic while holding the lock cannot leave the map half-updated: every update is one call.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn purge(&self) {
-        let now = Instant::now();
-        self.lock().retain(|_, (_, expires)| *expires > now);
-    }
-
-    fn set_if_absent(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<Option<String>, Error> {
-        let now = Instant::now();
-        let mut entries = self.lock();
-        if let Some((existing, expires)) = entries.get(key) {
-            if *expires > now {
-                return Ok(Some(existing.clone()));
-            }
-        }
-        if entries.len() >= self.max_entries {
-            entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= self.max_entries {
-                // Evicting a stored answer could let a retry send twice: refuse instead.
-                return Err(Error(format!(
-                    "{} keys held (RELAY_IDEMPOTENCY_MAX_KEYS)",
-                    self.max_entries
-                )));
-            }
-        }
-        entries.insert(key.to_owned(), (value.to_owned(), now + ttl));
-        Ok(None)
-    }
-
-    fn compare_and_set(&self, key: &str, expected: &str, new: Option<(&str, Duration)>) -> bool {
-        let now = Instant::now();
-        let mut entries = self.lock();
-        let holds_expected = entries
-            .get(key)
-            .is_some_and(|(value, expires)| *expires > now && value == expected);
-        if !holds_expected {
-            return false;
-        }
-        match new {
-            Some((value, ttl)) => entries.insert(key.to_owned(), (value.to_owned(), now + ttl)),
-            None => entries.remove(key),
-        };
-        true
-    }
 }
 
 #[cfg(test)]

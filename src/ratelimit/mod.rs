@@ -9,11 +9,12 @@
 //! so two replicas can never both take the last unit; the scripts read Redis's clock (`TIME`), so
 //! replicas whose clocks disagree still agree on the limits.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError},
-    time::{Duration, Instant},
-};
+mod memory;
+mod redis_limits;
+
+pub use memory::MemoryLimits;
+
+use std::{sync::Arc, time::Duration};
 
 use redis::aio::ConnectionManager;
 
@@ -22,22 +23,11 @@ use redis::aio::ConnectionManager;
 /// slot), so a full table is some 20 MB. Beyond that, deployments want Redis anyway.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
-/// Every this many new keys, the memory limiter drops the entries that have run out.
-const SWEEP_EVERY: usize = 1024;
-
-/// A full table sweeps at most this often: a table full of live keys must not cost a scan of
-/// every key on every request.
-const FULL_SWEEP_PAUSE_MS: u64 = 100;
-
 /// The longest interval a rate may have. Keeps every TAT far below 2^53 ms, where Lua's numbers
 /// (doubles) stop being exact, and far below `u64::MAX`.
 const MAX_INTERVAL_MS: u64 = 365 * DAY_MS;
 
 const DAY_MS: u64 = 86_400_000;
-
-/// How long a day's quota count stays in Redis: past the end of its day wherever in the day it
-/// started, and then it goes by itself.
-const QUOTA_TTL_S: u64 = 2 * 86_400;
 
 /// A rate as GCRA sees it: one unit every `interval`, with up to `burst` units at once.
 ///
@@ -131,7 +121,7 @@ impl Decision {
 /// Returns the decision and the TAT to store; a refusal returns the stored TAT unchanged, so a
 /// refused request takes nothing and a client hammering a limit does not push its retry further.
 ///
-/// The memory limiter uses this directly; the Redis script [`GCRA_LUA`] is the same arithmetic.
+/// The memory limiter uses this directly; the Redis script, `gcra.lua`, is the same arithmetic.
 pub fn gcra(tat_ms: Option<u64>, now_ms: u64, rate: Rate) -> (Decision, u64) {
     let interval = rate.interval_ms();
     let burst = rate.burst();
@@ -175,88 +165,6 @@ pub enum Limiter {
     Memory(Arc<MemoryLimits>),
     Redis(ConnectionManager),
 }
-
-/// GCRA in Redis, on Redis's clock, for several limits at once: all of them take a unit, or
-/// none does. KEYS[i]: the TAT keys; ARGV[1]: `1` to take, `0` only to look; ARGV[2i],
-/// ARGV[2i+1]: each one's interval (ms) and burst.
-/// Returns, per key, {allowed (1/0), remaining, reset (ms), retry after (ms)}, each judged alone.
-/// A TAT expires when it is reached (a key that has refilled is the same as no key): nothing
-/// lingers. The TAT is written with `%d`: `tostring` would write a large number in exponent
-/// notation.
-const GCRA_LUA: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local out, writes, all = {}, {}, ARGV[1] == '1'
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
-  local tat = now
-  local stored = redis.call('GET', key)
-  if stored then tat = math.max(tonumber(stored) or now, now) end
-  local tolerance = (burst - 1) * interval
-  local ahead = tat - now
-  if ahead > tolerance then
-    all = false
-    for _, v in ipairs({0, 0, ahead, ahead - tolerance}) do table.insert(out, v) end
-  else
-    local new_tat = tat + interval
-    table.insert(writes, {key, new_tat})
-    for _, v in ipairs({1, math.floor((tolerance - ahead) / interval), new_tat - now, 0}) do
-      table.insert(out, v)
-    end
-  end
-end
-if all then
-  for _, w in ipairs(writes) do
-    redis.call('SET', w[1], string.format('%d', w[2]), 'PX', string.format('%d', w[2] - now))
-  end
-end
-return out
-";
-
-/// One more under today's count (the UTC day on Redis's clock) unless it has reached the quota.
-/// ARGV: the caller's key, the quota, the count's TTL in seconds ([`QUOTA_TTL_S`]), `1` to count
-/// or `0` only to look.
-/// Returns {allowed (1/0), today's count, reset (ms)}.
-///
-/// The key, `qikchat-relay:quota:<days since 1970-01-01>:<key>`, is built here from `TIME` rather
-/// than passed in KEYS, so the day comes from the same clock as everything else. That is fine on
-/// a single Redis (what the relay uses); Redis Cluster would want every key declared.
-const DAILY_LUA: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local time = redis.call('TIME')
-local secs = tonumber(time[1])
-local day = math.floor(secs / 86400)
-local now = secs * 1000 + math.floor(tonumber(time[2]) / 1000)
-local reset = (day + 1) * 86400000 - now
-local key = 'qikchat-relay:quota:' .. string.format('%d', day) .. ':' .. ARGV[1]
-local quota = tonumber(ARGV[2])
-local count = tonumber(redis.call('GET', key) or '0') or 0
-if count >= quota then return {0, count, reset} end
-if ARGV[4] ~= '1' then return {1, count + 1, reset} end
-count = redis.call('INCR', key)
-if count == 1 then redis.call('EXPIRE', key, ARGV[3]) end
-return {1, count, reset}
-";
-
-/// One less under today's count, never below zero (a count back at zero is deleted).
-/// ARGV: the caller's key.
-const GIVE_BACK_LUA: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local time = redis.call('TIME')
-local day = math.floor(tonumber(time[1]) / 86400)
-local key = 'qikchat-relay:quota:' .. string.format('%d', day) .. ':' .. ARGV[1]
-local count = tonumber(redis.call('GET', key) or '0') or 0
-if count > 1 then redis.call('DECR', key) elseif count == 1 then redis.call('DEL', key) end
-return 0
-";
-
-/// Hashed once: `redis::Script` sends EVALSHA and loads the script only when Redis lacks it.
-static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_LUA));
-static DAILY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(DAILY_LUA));
-static GIVE_BACK_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(GIVE_BACK_LUA));
 
 impl Limiter {
     /// Limits in this process, holding at most [`DEFAULT_MAX_KEYS`] keys per table.
@@ -302,47 +210,7 @@ impl Limiter {
     async fn judge(&self, limits: &[(&str, Rate)], take: bool) -> Result<Vec<Decision>, Error> {
         match self {
             Self::Memory(memory) => memory.judge_at(limits, memory.now_ms(), take),
-            Self::Redis(redis) => {
-                if limits.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut redis = redis.clone();
-                let mut invocation = GCRA_SCRIPT.prepare_invoke();
-                invocation.arg(u8::from(take));
-                for (key, rate) in limits {
-                    invocation
-                        .key(format!("qikchat-relay:limit:{key}"))
-                        .arg(rate.interval_ms())
-                        .arg(rate.burst());
-                }
-                let answers: Vec<i64> = invocation
-                    .invoke_async(&mut redis)
-                    .await
-                    .map_err(redis_error)?;
-                if answers.len() != 4 * limits.len() {
-                    return Err(Error(format!(
-                        "the GCRA script answered {} numbers for {} limits",
-                        answers.len(),
-                        limits.len()
-                    )));
-                }
-                Ok(limits
-                    .iter()
-                    .zip(answers.chunks_exact(4))
-                    .map(|((_, rate), answer)| {
-                        let (remaining, reset, retry_after) = (
-                            non_negative(answer[1]),
-                            non_negative(answer[2]),
-                            non_negative(answer[3]),
-                        );
-                        if answer[0] == 1 {
-                            Decision::allowed(rate.burst(), remaining, reset)
-                        } else {
-                            Decision::refused(rate.burst(), reset, retry_after)
-                        }
-                    })
-                    .collect())
-            }
+            Self::Redis(redis) => redis_limits::judge(redis, limits, take).await,
         }
     }
 
@@ -362,23 +230,7 @@ impl Limiter {
             Self::Memory(memory) => {
                 memory.take_daily_at(key, quota, crate::unix_ms(), memory.now_ms(), take)
             }
-            Self::Redis(redis) => {
-                let mut redis = redis.clone();
-                let (allowed, count, reset): (i64, i64, i64) = DAILY_SCRIPT
-                    .arg(key)
-                    .arg(quota)
-                    .arg(QUOTA_TTL_S)
-                    .arg(u8::from(take))
-                    .invoke_async(&mut redis)
-                    .await
-                    .map_err(redis_error)?;
-                let (count, reset) = (non_negative(count), non_negative(reset));
-                Ok(if allowed == 1 {
-                    Decision::allowed(quota, quota.saturating_sub(count), reset)
-                } else {
-                    Decision::refused(quota, reset, reset)
-                })
-            }
+            Self::Redis(redis) => redis_limits::daily(redis, key, quota, take).await,
         }
     }
 
@@ -394,15 +246,7 @@ impl Limiter {
                 memory.give_back_daily(key);
                 Ok(())
             }
-            Self::Redis(redis) => {
-                let mut redis = redis.clone();
-                GIVE_BACK_SCRIPT
-                    .arg(key)
-                    .invoke_async::<i64>(&mut redis)
-                    .await
-                    .map(drop)
-                    .map_err(redis_error)
-            }
+            Self::Redis(redis) => redis_limits::give_back_daily(redis, key).await,
         }
     }
 
@@ -423,175 +267,6 @@ impl Limiter {
     /// Whether every replica sees the same limits.
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Redis(_))
-    }
-}
-
-/// A Redis error's message names the failure, never the URL (which can hold a password).
-fn redis_error(e: redis::RedisError) -> Error {
-    Error(e.to_string())
-}
-
-fn non_negative(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// Limits in this process.
-///
-/// Rates run on a monotonic clock (milliseconds since the limiter was made), so a wall clock
-/// stepping back cannot refill anyone; quotas run on the wall clock, because a UTC day is a wall
-/// clock notion. Each table holds at most `max_keys` keys: entries that have run out (a TAT in the
-/// past, a count from another day, both the same as no entry) are dropped every
-/// [`SWEEP_EVERY`] new keys and when the table is full, so per-recipient keys cannot grow memory
-/// without bound. A table full of live keys refuses new keys with a [`Error`] rather than
-/// forget a limit: the caller decides, as when Redis is down.
-pub struct MemoryLimits {
-    start: Instant,
-    /// Key to TAT, in ms since `start`.
-    rates: Mutex<Bounded<u64>>,
-    /// Key to (day since 1970-01-01 UTC, count that day).
-    quotas: Mutex<Bounded<(u64, u64)>>,
-}
-
-impl MemoryLimits {
-    pub fn new(max_keys: usize) -> Arc<Self> {
-        Arc::new(Self {
-            start: Instant::now(),
-            rates: Mutex::new(Bounded::new(max_keys)),
-            quotas: Mutex::new(Bounded::new(max_keys)),
-        })
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    #[cfg(test)]
-    fn take_at(&self, key: &str, rate: Rate, now_ms: u64) -> Result<Decision, Error> {
-        let decisions = self.judge_at(&[(key, rate)], now_ms, true)?;
-        Ok(decisions[0])
-    }
-
-    /// GCRA for every limit at `now_ms`; when `take` and all allow, each takes its unit.
-    fn judge_at(
-        &self,
-        limits: &[(&str, Rate)],
-        now_ms: u64,
-        take: bool,
-    ) -> Result<Vec<Decision>, Error> {
-        let mut rates = lock(&self.rates);
-        let judged: Vec<(Decision, u64)> = limits
-            .iter()
-            .map(|(key, rate)| gcra(rates.get(key).copied(), now_ms, *rate))
-            .collect();
-        if take && judged.iter().all(|(decision, _)| decision.allowed) {
-            for ((key, _), (_, new_tat)) in limits.iter().zip(&judged) {
-                rates.set(key, *new_tat, now_ms, |tat| *tat > now_ms)?;
-            }
-        }
-        Ok(judged.into_iter().map(|(decision, _)| decision).collect())
-    }
-
-    fn take_daily_at(
-        &self,
-        key: &str,
-        quota: u64,
-        unix_ms: u64,
-        now_ms: u64,
-        take: bool,
-    ) -> Result<Decision, Error> {
-        let today = unix_ms / DAY_MS;
-        let mut quotas = lock(&self.quotas);
-        let count = match quotas.get(key) {
-            Some(&(day, count)) if day == today => count,
-            _ => 0,
-        };
-        let (decision, new_count) = daily(count, quota, unix_ms);
-        if let Some(count) = new_count.filter(|_| take) {
-            quotas.set(key, (today, count), now_ms, |(day, _)| *day == today)?;
-        }
-        Ok(decision)
-    }
-
-    fn give_back_daily(&self, key: &str) {
-        self.give_back_daily_at(key, crate::unix_ms());
-    }
-
-    fn give_back_daily_at(&self, key: &str, unix_ms: u64) {
-        let today = unix_ms / DAY_MS;
-        let mut quotas = lock(&self.quotas);
-        match quotas.get(key) {
-            Some(&(day, count)) if day == today && count > 1 => {
-                quotas.entries.insert(key.to_owned(), (day, count - 1));
-            }
-            Some(&(day, _)) if day == today => {
-                quotas.entries.remove(key);
-            }
-            _ => {}
-        }
-    }
-}
-
-fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave a table half-updated: every update is one call.
-    table.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A map with at most `max` keys whose dead entries (the same as absent ones) are dropped now and
-/// then, when keys are added: no background task, and a sweep's cost is spread over many adds.
-struct Bounded<V> {
-    entries: HashMap<String, V>,
-    max: usize,
-    added_since_sweep: usize,
-    /// On the limiter's monotonic clock.
-    last_sweep_ms: Option<u64>,
-}
-
-impl<V> Bounded<V> {
-    fn new(max: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            max,
-            added_since_sweep: 0,
-            last_sweep_ms: None,
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<&V> {
-        self.entries.get(key)
-    }
-
-    /// Stores `value` under `key`. A new key first makes room: a sweep of the entries that are not
-    /// `live` every [`SWEEP_EVERY`] new keys, or when the map is full (at most every
-    /// [`FULL_SWEEP_PAUSE_MS`]); a map still full refuses the key.
-    fn set(
-        &mut self,
-        key: &str,
-        value: V,
-        now_ms: u64,
-        live: impl Fn(&V) -> bool,
-    ) -> Result<(), Error> {
-        if let Some(slot) = self.entries.get_mut(key) {
-            *slot = value;
-            return Ok(());
-        }
-        self.added_since_sweep += 1;
-        let full = self.entries.len() >= self.max;
-        let pause_over = self
-            .last_sweep_ms
-            .is_none_or(|last| now_ms.saturating_sub(last) >= FULL_SWEEP_PAUSE_MS);
-        if self.added_since_sweep >= SWEEP_EVERY || (full && pause_over) {
-            self.entries.retain(|_, value| live(value));
-            self.added_since_sweep = 0;
-            self.last_sweep_ms = Some(now_ms);
-        }
-        if self.entries.len() >= self.max {
-            return Err(Error(format!(
-                "{} keys held in memory, none expired",
-                self.max
-            )));
-        }
-        self.entries.insert(key.to_owned(), value);
-        Ok(())
     }
 }
 
@@ -783,101 +458,5 @@ mod tests {
         assert!(!refused.allowed);
         tokio::time::sleep(refused.retry_after + ms(5)).await;
         assert!(limiter.take("k", rate).await.expect("memory").allowed);
-    }
-
-    #[test]
-    fn a_full_table_purges_expired_keys_and_refuses_while_all_are_live() {
-        let limits = MemoryLimits::new(3);
-        let rate = Rate::every(ms(100), 1);
-        for key in ["a", "b", "c"] {
-            assert!(limits.take_at(key, rate, 0).expect("room").allowed);
-        }
-        assert!(limits.take_at("d", rate, 10).is_err(), "full of live keys");
-        // Known keys still work when the table is full.
-        assert!(!limits.take_at("a", rate, 20).expect("known key").allowed);
-        // a, b and c refilled at 100: swept when d needs room.
-        assert!(limits.take_at("d", rate, 150).expect("swept").allowed);
-        assert_eq!(lock(&limits.rates).entries.len(), 1);
-    }
-
-    #[test]
-    fn a_full_table_does_not_sweep_on_every_request() {
-        let limits = MemoryLimits::new(2);
-        let short = Rate::every(ms(10), 1);
-        let long = Rate::every(Duration::from_secs(60), 1);
-        assert!(limits.take_at("short", short, 0).expect("room").allowed);
-        assert!(limits.take_at("long", long, 0).expect("room").allowed);
-        assert!(
-            limits.take_at("x", short, 5).is_err(),
-            "swept at 5: all live"
-        );
-        // "short" ran out at 10, but the last sweep was under FULL_SWEEP_PAUSE_MS ago.
-        assert!(limits.take_at("x", short, 50).is_err());
-        assert!(limits.take_at("x", short, 5 + FULL_SWEEP_PAUSE_MS).is_ok());
-    }
-
-    #[test]
-    fn expired_keys_are_swept_as_new_keys_come() {
-        let limits = MemoryLimits::new(DEFAULT_MAX_KEYS);
-        let rate = Rate::every(ms(10), 1);
-        for i in 0..SWEEP_EVERY - 1 {
-            limits
-                .take_at(&format!("recipient:{i}"), rate, 0)
-                .expect("room");
-        }
-        assert_eq!(lock(&limits.rates).entries.len(), SWEEP_EVERY - 1);
-        limits.take_at("recipient:late", rate, 100).expect("room");
-        assert_eq!(
-            lock(&limits.rates).entries.len(),
-            1,
-            "only the live key is left"
-        );
-    }
-
-    #[test]
-    fn memory_quota_counts_per_day_and_gives_back() {
-        let limits = MemoryLimits::new(10);
-        let day = 20_000 * DAY_MS;
-        let noon = day + DAY_MS / 2;
-        let take = |key: &str, at: u64| limits.take_daily_at(key, 2, at, 0, true).expect("room");
-        assert_eq!(take("q", noon).remaining, 1);
-        assert_eq!(take("q", noon).remaining, 0);
-        let refused = take("q", noon);
-        assert!(!refused.allowed);
-        assert_eq!(refused.retry_after, ms(DAY_MS / 2));
-        assert!(take("other", noon).allowed, "keys are independent");
-
-        limits.give_back_daily_at("q", noon);
-        let again = take("q", noon);
-        assert_eq!((again.allowed, again.remaining), (true, 0));
-
-        // The next day starts from zero, and gives back nothing of the day before.
-        let tomorrow = day + DAY_MS;
-        limits.give_back_daily_at("q", tomorrow);
-        assert_eq!(take("q", tomorrow).remaining, 1);
-        // Giving back more than was taken never goes below zero.
-        for _ in 0..3 {
-            limits.give_back_daily_at("q", tomorrow);
-        }
-        assert_eq!(take("q", tomorrow).remaining, 1);
-    }
-
-    #[test]
-    fn yesterdays_counts_are_swept() {
-        let limits = MemoryLimits::new(2);
-        let day = 20_000 * DAY_MS;
-        limits.take_daily_at("a", 5, day, 0, true).expect("room");
-        limits.take_daily_at("b", 5, day, 0, true).expect("room");
-        assert!(
-            limits.take_daily_at("c", 5, day, 1, true).is_err(),
-            "full today"
-        );
-        assert!(
-            limits
-                .take_daily_at("c", 5, day + DAY_MS, 1000, true)
-                .expect("swept")
-                .allowed
-        );
-        assert_eq!(lock(&limits.quotas).entries.len(), 1);
     }
 }
