@@ -10,7 +10,10 @@ mod memory;
 
 pub use memory::MemoryStore;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -248,7 +251,8 @@ pub enum Store {
 
 /// Compares the record with `ARGV[1]`; if equal, replaces it with `ARGV[2]` for `ARGV[3]` ms, or
 /// deletes it when `ARGV[2]` is empty. Returns 1 when it changed the record.
-const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
+static COMPARE_AND_SET: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("compare_and_set.lua")));
 
 impl Store {
     /// Sets `key` to `value` for `ttl` unless it exists; returns the existing value if it does
@@ -297,7 +301,7 @@ impl Store {
             Self::Redis(redis) => {
                 let mut redis = redis.clone();
                 let (value, ttl) = new.unwrap_or(("", Duration::ZERO));
-                let changed: i64 = redis::Script::new(COMPARE_AND_SET)
+                let changed: i64 = COMPARE_AND_SET
                     .key(key)
                     .arg(expected)
                     .arg(value)

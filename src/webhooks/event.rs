@@ -116,6 +116,15 @@ pub struct WebhookData {
     pub payload: Value,
 }
 
+/// A delivery's body: built from its event's JSON, or, for a delivery stored by an older relay
+/// (no event with it), the body it kept.
+pub fn delivery_body(event_json: Option<&str>, kept: &str) -> String {
+    match event_json.and_then(|json| serde_json::from_str::<Event>(json).ok()) {
+        Some(event) => body(&event),
+        None => kept.to_owned(),
+    }
+}
+
 /// The body a subscriber receives for `event`, as JSON text (signed and sent as is).
 pub fn body(event: &Event) -> String {
     let from = match event.kind {

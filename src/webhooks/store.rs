@@ -15,6 +15,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where a full store drops delivered events down to, as a share of `RELAY_WEBHOOK_STORE_MAX_MB`,
+/// in both stores: 10% of the bound is freed at once, so the search for delivered events runs once
+/// per tenth of the bound filled, not on every event of a full store.
+pub const ROOM_AFTER_DROPPING: f64 = 0.9;
+
 /// Which kind of event Qikchat sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

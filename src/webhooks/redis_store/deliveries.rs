@@ -6,7 +6,8 @@ use std::{sync::LazyLock, time::Duration};
 use super::{PREFIX, RedisStore, delay_ms, redis_error, script};
 use crate::webhooks::{
     Error,
-    store::{DeadLetter, Delivery, Event},
+    event::delivery_body,
+    store::{DeadLetter, Delivery},
 };
 
 /// Claims due deliveries for the lease. ARGV: prefix, limit, lease (ms).
@@ -59,7 +60,7 @@ impl RedisStore {
                 caller: f[1].clone(),
                 url: f[2].clone(),
                 order_key: f[3].clone(),
-                body: delivery_body(&f[6], &f[4]),
+                body: delivery_body(Some(&f[6]), &f[4]),
                 attempts: f[5].parse().unwrap_or(0),
             })
             .collect())
@@ -116,7 +117,7 @@ impl RedisStore {
                 // A score may come back as `1.7e12` from some Redis versions: read it as a float.
                 dead_at_ms: f[5].parse::<f64>().map_or(0, |ms| ms as u64),
                 body: {
-                    let body = delivery_body(&f[7], &f[6]);
+                    let body = delivery_body(Some(&f[7]), &f[6]);
                     serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
                 },
             })
@@ -131,14 +132,5 @@ impl RedisStore {
             .await
             .map_err(redis_error)?;
         Ok(replayed == 1)
-    }
-}
-
-/// A delivery's body: built from its event's JSON, or, for a delivery stored by an older relay
-/// (no event), the body it kept.
-fn delivery_body(event_json: &str, kept: &str) -> String {
-    match serde_json::from_str::<Event>(event_json) {
-        Ok(event) => crate::webhooks::event::body(&event),
-        Err(_) => kept.to_owned(),
     }
 }

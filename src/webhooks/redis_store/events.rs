@@ -6,7 +6,7 @@ use std::{sync::LazyLock, time::Duration};
 use super::{PREFIX, RedisStore, delay_ms, redis_error, script};
 use crate::webhooks::{
     Error, status_rank,
-    store::{Event, Ingested, Kind, NewDelivery},
+    store::{Event, Ingested, Kind, NewDelivery, ROOM_AFTER_DROPPING},
 };
 
 /// How long an event's key is remembered to recognise a duplicate, and a message's latest status
@@ -15,10 +15,6 @@ const SEVEN_DAYS_S: u64 = 7 * 86_400;
 
 /// The consumer group every replica reads the event stream through.
 const GROUP: &str = "relay";
-
-/// Where a full store drops delivered events down to, as a share of `RELAY_WEBHOOK_STORE_MAX_MB`
-/// (as in the embedded store): 10% freed at once, so dropping runs once per tenth of the bound.
-const ROOM_AFTER_DROPPING: f64 = 0.9;
 
 /// Stores an event unless its key was seen. ARGV: prefix, event key, event JSON, seen TTL (s),
 /// the bound in bytes, the share of it to drop down to when over it, then for a status to

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use rusqlite::params;
 
 use super::{SqliteStore, millis};
-use crate::webhooks::{DeadLetter, Delivery, Error, Event};
+use crate::webhooks::{DeadLetter, Delivery, Error, event::delivery_body};
 
 impl SqliteStore {
     pub async fn due(
@@ -36,7 +36,10 @@ impl SqliteStore {
                         url: row.get(2)?,
                         order_key: row.get(3)?,
                         attempts: row.get(4)?,
-                        body: delivery_body(row.get(5)?, row.get(6)?),
+                        body: delivery_body(
+                            row.get::<_, Option<String>>(5)?.as_deref(),
+                            &row.get::<_, String>(6)?,
+                        ),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -89,7 +92,10 @@ impl SqliteStore {
             )?;
             let letters = query
                 .query_map(params![limit as i64], |row| {
-                    let body = delivery_body(row.get(6)?, row.get(7)?);
+                    let body = delivery_body(
+                        row.get::<_, Option<String>>(6)?.as_deref(),
+                        &row.get::<_, String>(7)?,
+                    );
                     Ok(DeadLetter {
                         id: row.get(0)?,
                         caller: row.get(1)?,
@@ -120,14 +126,5 @@ impl SqliteStore {
             Ok(replayed == 1)
         })
         .await
-    }
-}
-
-/// A delivery's body: built from its event, or, for a delivery stored by an older relay, the copy
-/// it kept.
-fn delivery_body(event_json: Option<String>, kept: String) -> String {
-    match event_json.map(|json| serde_json::from_str::<Event>(&json)) {
-        Some(Ok(event)) => crate::webhooks::event::body(&event),
-        _ => kept,
     }
 }

@@ -6,16 +6,13 @@ use std::{sync::Arc, time::Duration};
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, millis, used_bytes};
-use crate::webhooks::{Error, Event, Ingested, Kind, NewDelivery, status_rank};
+use crate::webhooks::{
+    Error, Event, Ingested, Kind, NewDelivery, status_rank, store::ROOM_AFTER_DROPPING,
+};
 
 /// How long an event is remembered to recognise Qikchat delivering it again, and a message's
 /// latest status kept after its last status event (as in Redis).
 const KEPT_FOR_MS: i64 = 7 * 86_400_000;
-
-/// Where [`make_room`] stops dropping, as a share of `RELAY_WEBHOOK_STORE_MAX_MB`: 10% of the bound
-/// is freed at once, so the search for delivered events runs once per tenth of the bound filled,
-/// not on every event of a full store.
-const ROOM_AFTER_DROPPING: f64 = 0.9;
 
 /// An event no delivery still needs: routed, and none of its deliveries pending or dead. Such
 /// events are kept only to recognise duplicates and to answer status reads, so they are the ones
