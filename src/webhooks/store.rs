@@ -20,6 +20,32 @@ use serde::{Deserialize, Serialize};
 /// per tenth of the bound filled, not on every event of a full store.
 pub const ROOM_AFTER_DROPPING: f64 = 0.9;
 
+/// The last write a store's backend refused for a lasting reason (disk full, read-only, Redis
+/// out of memory), until a write succeeds again: what `/readyz` reports as `store_unwritable`.
+#[derive(Debug, Default)]
+pub struct WriteFailure(std::sync::Mutex<Option<String>>);
+
+impl WriteFailure {
+    pub fn failed(&self, why: String) {
+        *self.lock() = Some(why);
+    }
+
+    pub fn cleared(&self) {
+        *self.lock() = None;
+    }
+
+    pub fn last(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // One assignment under the lock: a panic cannot leave it half-written.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Which kind of event Qikchat sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

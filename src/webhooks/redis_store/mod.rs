@@ -41,14 +41,11 @@ mod deliveries;
 mod events;
 mod messages;
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use redis::aio::ConnectionManager;
 
-use super::Error;
+use super::{Error, store::WriteFailure};
 
 /// Every key of the webhook store starts with this.
 pub const PREFIX: &str = "qikchat-relay:webhooks:";
@@ -77,7 +74,7 @@ pub struct RedisStore {
     max_bytes: u64,
     /// Why the last write was refused for memory (`OOM`: Redis is at its `maxmemory`), until a
     /// write succeeds: readiness reports it.
-    write_failure: Arc<Mutex<Option<String>>>,
+    write_failure: Arc<WriteFailure>,
 }
 
 impl RedisStore {
@@ -102,30 +99,20 @@ impl RedisStore {
     /// A failed write: remembered when Redis refused it for memory, then as [`redis_error`].
     fn write_error(&self, e: redis::RedisError) -> Error {
         if is_out_of_memory(&e) {
-            *self
-                .write_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            self.write_failure.failed(e.to_string());
         }
         redis_error(e)
     }
 
     fn wrote(&self) {
-        *self
-            .write_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.write_failure.cleared();
     }
 
     /// Why Redis refuses writes now (out of memory), if it does: nothing is written unless the
     /// last write was refused; then one small write with a one-second life tells whether it
     /// takes writes again.
     pub async fn unwritable(&self) -> Option<String> {
-        let failed = self
-            .write_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let failed = self.write_failure.last();
         failed.as_ref()?;
         let probe: redis::RedisResult<()> = redis::cmd("SET")
             .arg(format!("{PREFIX}probe"))

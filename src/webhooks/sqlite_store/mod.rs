@@ -26,7 +26,7 @@ use std::{
 
 use rusqlite::{Connection, params};
 
-use super::Error;
+use super::{Error, store::WriteFailure};
 
 /// An event's payload is kept once, in `events.json`: a message's latest status
 /// (`latest_statuses.event_seq`) and each delivery (`deliveries.event_seq`) point at its event
@@ -53,7 +53,7 @@ pub struct SqliteStore {
     owners: Mutex<Connection>,
     /// Why the last write failed (disk full, read-only, I/O error), until a write succeeds:
     /// readiness reports it without writing on every probe.
-    write_failure: Mutex<Option<String>>,
+    write_failure: WriteFailure,
 }
 
 impl SqliteStore {
@@ -94,7 +94,7 @@ impl SqliteStore {
             db: Mutex::new(db),
             max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
             owners: Mutex::new(owners),
-            write_failure: Mutex::new(None),
+            write_failure: WriteFailure::default(),
         }))
     }
 
@@ -140,29 +140,19 @@ impl SqliteStore {
                 failure.code,
                 DiskFull | ReadOnly | SystemIoFailure | CannotOpen
             ) {
-                *self
-                    .write_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                self.write_failure.failed(e.to_string());
             }
         }
     }
 
     fn wrote(&self) {
-        *self
-            .write_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.write_failure.cleared();
     }
 
     /// Why the store cannot be written now, if it cannot. Nothing is written unless the last
     /// write failed; then one small write tells whether it can again (space came back).
     pub async fn unwritable(self: &Arc<Self>) -> Option<String> {
-        let failed = self
-            .write_failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let failed = self.write_failure.last();
         failed.as_ref()?;
         let probe = self
             .run(|tx, now| {
