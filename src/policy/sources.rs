@@ -66,7 +66,7 @@ impl std::fmt::Debug for CallerToken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint([u8; 32]);
 
-/// The callers file, as written (README, "Callers and limits").
+/// The callers file, as written (docs/callers-and-limits.md).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
