@@ -13,15 +13,13 @@ use tokio::sync::Semaphore;
 use crate::{
     config::Config,
     http::error,
-    idempotency::{Idempotency, MemoryStore, Store},
+    idempotency::{Backend, Idempotency, MemoryStore},
     policy::Live,
     preflight::Preflight,
     ratelimit::Limiter,
     relay::Relay,
     telemetry,
-    webhooks::{
-        Store as WebhookStore, Webhooks, redis_store::RedisStore, sqlite_store::SqliteStore,
-    },
+    webhooks::{Store, Webhooks, redis_store::RedisStore, sqlite_store::SqliteStore},
 };
 
 /// This replica's name among the consumers of the webhook stream: its host name and process id.
@@ -56,7 +54,7 @@ impl AppState {
         let policy = Arc::new(policy);
         // Always there: who sent each message is recorded whether or not webhooks are on.
         let message_store = match &config.redis_url {
-            Some(url) => WebhookStore::Redis(
+            Some(url) => Store::Redis(
                 RedisStore::new(
                     url.expose_secret(),
                     REDIS_TIMEOUT,
@@ -67,7 +65,7 @@ impl AppState {
                     std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client")
                 })?,
             ),
-            None => WebhookStore::Sqlite(
+            None => Store::Sqlite(
                 SqliteStore::open(&config.store.data_dir, config.store.webhook_max_bytes)
                     .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
             ),
@@ -84,13 +82,13 @@ impl AppState {
             ),
         };
         let no_client = |_| std::io::Error::other("RELAY_REDIS_URL: cannot create a Redis client");
-        let (store, limiter) = match &config.redis_url {
+        let (keys, limiter) = match &config.redis_url {
             Some(url) => (
-                Store::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
+                Backend::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
                 Limiter::redis(url.expose_secret(), REDIS_TIMEOUT).map_err(no_client)?,
             ),
             None => (
-                Store::Memory(MemoryStore::new(config.idempotency_max_keys)),
+                Backend::Memory(MemoryStore::new(config.idempotency_max_keys)),
                 Limiter::memory(),
             ),
         };
@@ -104,7 +102,7 @@ impl AppState {
         let relay = Relay {
             preflight,
             idempotency: Idempotency::new(
-                store,
+                keys,
                 config.idempotency_lease(),
                 config.idempotency_ttl(),
             ),

@@ -4,7 +4,7 @@
 //! answer afterwards. A claim is a lease, so a replica that dies holding a key cannot block it
 //! forever; one that dies after it started sending leaves the key answering "outcome unknown".
 //! The records live in memory (one replica) or in Redis (shared by replicas, kept across restarts),
-//! behind the two atomic operations of [`Store`].
+//! behind the two atomic operations of [`Backend`].
 
 mod memory;
 
@@ -118,15 +118,15 @@ pub struct Error(String);
 
 /// The keys of every caller, with their lease and retention.
 pub struct Idempotency {
-    store: Store,
+    backend: Backend,
     lease: Duration,
     retention: Duration,
 }
 
 impl Idempotency {
-    pub fn new(store: Store, lease: Duration, retention: Duration) -> Self {
+    pub fn new(backend: Backend, lease: Duration, retention: Duration) -> Self {
         Self {
-            store,
+            backend,
             lease,
             retention,
         }
@@ -144,7 +144,7 @@ impl Idempotency {
         // A record can expire between the failed claim and the read: then simply claim again.
         for _ in 0..3 {
             let Some(existing) = self
-                .store
+                .backend
                 .set_if_absent(&store_key, &claimed, self.lease)
                 .await?
             else {
@@ -175,7 +175,7 @@ impl Idempotency {
         }
         .to_json();
         if self
-            .store
+            .backend
             .compare_and_set(
                 &claim.store_key,
                 &claim.current,
@@ -203,7 +203,7 @@ impl Idempotency {
         });
         let update = done.as_deref().map(|done| (done, self.retention));
         match self
-            .store
+            .backend
             .compare_and_set(&claim.store_key, &claim.current, update)
             .await
         {
@@ -218,11 +218,11 @@ impl Idempotency {
 
     /// Whether the store answers (always, in memory).
     pub async fn is_ready(&self) -> bool {
-        self.store.ping().await.is_ok()
+        self.backend.ping().await.is_ok()
     }
 
     pub fn is_shared(&self) -> bool {
-        matches!(self.store, Store::Redis(_))
+        matches!(self.backend, Backend::Redis(_))
     }
 }
 
@@ -243,8 +243,9 @@ pub fn fingerprint(normalised: &[u8]) -> String {
     hex::encode(Sha256::digest(normalised))
 }
 
-/// Where records live. Both offer the same two atomic operations on JSON strings.
-pub enum Store {
+/// Where the records live: this process, or Redis. Both offer the same two atomic operations on
+/// JSON strings.
+pub enum Backend {
     Memory(Arc<MemoryStore>),
     Redis(ConnectionManager),
 }
@@ -254,7 +255,7 @@ pub enum Store {
 static COMPARE_AND_SET: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("compare_and_set.lua")));
 
-impl Store {
+impl Backend {
     /// Sets `key` to `value` for `ttl` unless it exists; returns the existing value if it does
     /// (empty if it vanished in between).
     async fn set_if_absent(
@@ -346,7 +347,7 @@ mod tests {
 
     fn idempotency(lease: Duration) -> Idempotency {
         Idempotency::new(
-            Store::Memory(MemoryStore::new(10)),
+            Backend::Memory(MemoryStore::new(10)),
             lease,
             Duration::from_secs(60),
         )
@@ -442,7 +443,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_memory_store_refuses_new_keys_rather_than_forget_answers() {
         let store = Idempotency::new(
-            Store::Memory(MemoryStore::new(2)),
+            Backend::Memory(MemoryStore::new(2)),
             Duration::from_secs(10),
             Duration::from_secs(60),
         );
