@@ -209,9 +209,16 @@ fn the_key_is_required_unless_sandbox_mode_is_on() {
 
 #[test]
 fn the_key_can_come_from_a_file_and_is_trimmed() {
-    let dir = std::env::temp_dir().join(format!("relay-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("key");
+    /// Removed when the test ends, however it ends: the shared /tmp keeps nothing of it.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("relay-config-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let path = dir.0.join("key");
     std::fs::write(&path, format!("{KEY}\n")).expect("write key");
     let c = config(&[
         ("QIKCHAT_API_KEY_FILE", path.to_str().expect("utf-8 path")),
