@@ -5,7 +5,7 @@
 //! The steps, in this order, each for a reason given where it is taken: the caller's rules, its
 //! own in-flight slot, shedding (draining, `RELAY_MAX_IN_FLIGHT`), the idempotency claim, the
 //! limits, the media preflight, the in-flight permit, then Qikchat in a task of its own, the
-//! sender's record and the stored answer.
+//! sender's record and the stored answer (`call.rs`). Why a send failed is [`Error`].
 
 use std::{
     sync::{
@@ -102,8 +102,8 @@ pub struct Relay {
     /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
     pub owner_ttl: Duration,
     /// How an error that may have reached Qikchat is kept under its key, as its caller is
-    /// answered (and will be again): `error::stored_answer`, problem+json. The pipeline itself
-    /// knows no HTTP.
+    /// answered (and will be again): `http::error::stored_answer`, problem+json. The pipeline
+    /// itself knows no HTTP.
     pub answer_for: fn(&Error, &str) -> Answer,
 }
 
