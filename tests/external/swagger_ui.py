@@ -5,6 +5,7 @@ Usage: python swagger_ui.py <relay base URL> <caller token> <screenshot path>
 """
 
 import sys
+import tempfile
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -14,12 +15,20 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 
 def main(base_url: str, token: str, screenshot: str) -> None:
+    # The browser's profile lives in a directory of its own, removed at the end: the shared /tmp
+    # keeps nothing of the run.
+    with tempfile.TemporaryDirectory(prefix="qikchat-swagger-ui-") as profile:
+        drive(base_url, token, screenshot, profile)
+
+
+def drive(base_url: str, token: str, screenshot: str, profile: str) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--window-size=1400,2200"):
         options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
     browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     wait = WebDriverWait(browser, 30)
     try:
