@@ -49,3 +49,13 @@ pub fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+/// Locks `mutex`, ignoring poison: the relay's one way to take a lock. Every lock here guards
+/// state that each update changes in one step (a table entry, a count, a remembered error) or a
+/// database connection whose transaction rolls back on its own, so a panic while holding it
+/// cannot leave the value half-updated.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -36,10 +36,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
-        // A panic while holding the lock cannot leave the map half-updated: every update is one call.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.entries)
     }
 
     fn purge(&self) {

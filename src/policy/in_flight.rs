@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
 };
 
 /// The sends in flight of each caller that has `max_in_flight`, by name. One count outlives every
@@ -36,7 +36,7 @@ impl InFlight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u32>> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.counts)
     }
 }
 

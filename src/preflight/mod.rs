@@ -227,9 +227,7 @@ impl Preflight {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.cache)
     }
 
     /// HEAD (or a one-byte ranged GET where HEAD is refused), following redirects by hand.

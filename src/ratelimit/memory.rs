@@ -2,11 +2,12 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
 use super::{DAY_MS, Decision, Error, Rate, daily, gcra};
+use crate::lock;
 
 /// Every this many new keys, the memory limiter drops the entries that have run out.
 const SWEEP_EVERY: usize = 1024;
@@ -109,11 +110,6 @@ impl MemoryLimits {
             _ => {}
         }
     }
-}
-
-fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave a table half-updated: every update is one call.
-    table.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A map with at most `max` keys whose dead entries (the same as absent ones) are dropped now and

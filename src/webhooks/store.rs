@@ -27,22 +27,15 @@ pub struct WriteFailure(std::sync::Mutex<Option<String>>);
 
 impl WriteFailure {
     pub fn failed(&self, why: String) {
-        *self.lock() = Some(why);
+        *crate::lock(&self.0) = Some(why);
     }
 
     pub fn cleared(&self) {
-        *self.lock() = None;
+        *crate::lock(&self.0) = None;
     }
 
     pub fn last(&self) -> Option<String> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        // One assignment under the lock: a panic cannot leave it half-written.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.0).clone()
     }
 }
 

@@ -20,7 +20,7 @@ mod messages;
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -117,7 +117,7 @@ impl SqliteStore {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let connection = if owners { &store.owners } else { &store.db };
-            let mut db = connection.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut db = crate::lock(connection);
             let done = db.transaction().and_then(|tx| {
                 let result = work(&tx, now_ms())?;
                 tx.commit()?;
