@@ -68,17 +68,19 @@ pub struct MessageStatus {
     pub status: String,
     /// The message type, as Qikchat reports it.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schema(examples("template"))]
+    #[schema(nullable = false, examples("template"))]
     pub message_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(examples("2024-07-02T08:59:21.000Z"))]
+    #[schema(nullable = false, examples("2024-07-02T08:59:21.000Z"))]
     pub sent_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(examples("2024-07-02T08:59:21.000Z"))]
+    #[schema(nullable = false, examples("2024-07-02T08:59:21.000Z"))]
     pub delivered_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub read_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub updated_at: Option<String>,
 }
 

@@ -99,11 +99,11 @@ pub struct WebhookData {
     pub id: String,
     /// For `message.status`: `sent`, `delivered`, `read`, `failed`, ... as Qikchat names it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(examples("delivered"))]
+    #[schema(nullable = false, examples("delivered"))]
     pub status: Option<String>,
     /// For `message.inbound`: the customer's number, as Qikchat gives it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(examples("+918080808080"))]
+    #[schema(nullable = false, examples("+918080808080"))]
     pub from: Option<String>,
     /// The Qikchat account (WhatsApp number) it concerns.
     #[schema(examples("default"))]

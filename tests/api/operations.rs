@@ -148,6 +148,63 @@ async fn the_served_openapi_document_is_the_one_in_the_code() {
     assert_eq!(served, expected);
 }
 
+/// What client generators need of the document (docs/development.md, "Generated clients"): each
+/// discriminated union maps every value to a schema of its own whose discriminator is that `const`,
+/// and no schema says `null`, which generators turn into `Option<Option<T>>` or a `Null` type.
+#[test]
+fn the_document_is_one_that_client_generators_read() {
+    use utoipa::OpenApi;
+    let document =
+        serde_json::to_value(qikchat_relay::http::routes::docs::ApiDoc::openapi()).expect("json");
+    let schemas = document["components"]["schemas"]
+        .as_object()
+        .expect("schemas");
+    let mut unions = 0;
+    for (name, schema) in schemas {
+        let Some(discriminator) = schema.get("discriminator") else {
+            continue;
+        };
+        unions += 1;
+        let property = discriminator["propertyName"]
+            .as_str()
+            .expect("propertyName");
+        let mapping = discriminator["mapping"].as_object().expect("mapping");
+        let variants: Vec<&str> = schema["oneOf"]
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .filter_map(|variant| variant["$ref"].as_str())
+            .collect();
+        assert_eq!(
+            variants.len(),
+            mapping.len(),
+            "{name}: one variant per value"
+        );
+        for (value, target) in mapping {
+            let target = target.as_str().expect("$ref");
+            assert!(
+                variants.contains(&target),
+                "{name}: {value} maps outside oneOf"
+            );
+            let variant = &schemas[target.trim_start_matches("#/components/schemas/")];
+            assert_eq!(
+                variant["properties"][property]["const"], *value,
+                "{name}: {target}.{property} is not `const: {value}`"
+            );
+        }
+    }
+    assert_eq!(
+        unions, 4,
+        "SendRequest, Interactive, TemplateHeader, TemplateButton"
+    );
+
+    let text = document.to_string();
+    assert!(
+        !text.contains(r#""null""#),
+        "the document still types something as null"
+    );
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_from_the_relay_itself() {
     let app = spawn_app().await;

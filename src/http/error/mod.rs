@@ -132,7 +132,7 @@ pub struct Problem {
     /// `daily_quota`, `rate_per_second` or `recipient_interval_ms` (absent when Qikchat itself
     /// was rate limiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(examples("templates"))]
+    #[schema(nullable = false, examples("templates"))]
     pub rule: Option<String>,
 }
 

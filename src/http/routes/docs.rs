@@ -205,9 +205,76 @@ impl Modify for ProblemExamples {
 
 /// The document as YAML, exactly as committed in `openapi.yaml`.
 pub fn openapi_yaml() -> String {
-    ApiDoc::openapi()
-        .to_yaml()
-        .unwrap_or_else(|e| format!("# the OpenAPI document could not be rendered: {e}\n"))
+    match ApiDoc::openapi().to_yaml() {
+        Ok(yaml) => quote_yaml11_scalars(&yaml),
+        Err(e) => format!("# the OpenAPI document could not be rendered: {e}\n"),
+    }
+}
+
+/// Quotes the plain scalars a YAML 1.1 loader (PyYAML, most Java and Go tools) would not read as
+/// strings: yaml_serde writes YAML 1.2, where `2024-07-02T08:59:21Z` and `on` are strings, but a
+/// 1.1 loader makes them a date and `true`, and the document then differs from `/openapi.json`.
+/// Only `key: value` and `- value` lines are looked at: yaml_serde writes scalars that way.
+fn quote_yaml11_scalars(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len() + 64);
+    // The indentation of the line that opened a block scalar (`|`, `>`), while inside it.
+    let mut block: Option<usize> = None;
+    for line in yaml.lines() {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        match block {
+            Some(opener) if indent > opener || body.is_empty() => {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            _ => block = None,
+        }
+        let last_word = body.rsplit(' ').next().unwrap_or_default();
+        if matches!(last_word, "|" | "|-" | "|+" | ">" | ">-" | ">+") {
+            block = Some(indent);
+        }
+        let item = body.strip_prefix("- ");
+        let rest = item.unwrap_or(body);
+        let value = match rest.split_once(": ") {
+            Some((_, value)) => value,
+            None if item.is_some() => rest,
+            // A mapping key alone, or a line of a block scalar: nothing to quote.
+            None => "",
+        };
+        let prefix_len = line.len() - value.len();
+        if retyped_by_yaml11(value) {
+            out.push_str(&line[..prefix_len]);
+            out.push('\'');
+            out.push_str(value);
+            out.push('\'');
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether a plain scalar is a timestamp, a boolean or a base-60 number in YAML 1.1 (and so not a
+/// string, as it is in 1.2). None of them can contain `'`, so quoting is only adding two `'`.
+fn retyped_by_yaml11(value: &str) -> bool {
+    const BOOLS: [&str; 16] = [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+        "OFF",
+    ];
+    let bytes = value.as_bytes();
+    let timestamp = bytes.len() >= 8
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[5].is_ascii_digit()
+        && value.bytes().all(|b| b"0123456789-:.TtZz+ ".contains(&b));
+    let sexagesimal = value.contains(':')
+        && value
+            .trim_start_matches(['+', '-'])
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b':' || b == b'_' || b == b'.');
+    timestamp || sexagesimal || BOOLS.contains(&value)
 }
 
 pub fn router() -> Router<AppState> {
@@ -220,4 +287,23 @@ pub fn router() -> Router<AppState> {
                     .display_request_duration(true),
             ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote_yaml11_scalars;
+
+    #[test]
+    fn quotes_only_what_yaml_1_1_would_retype() {
+        let yaml = "a:\n  examples:\n  - 2024-07-02T08:59:21.000Z\n  b: on\n  c: 1:20\n  d: 2024-07 was busy\n  e: text\n  - name: off\n";
+        let expected = "a:\n  examples:\n  - '2024-07-02T08:59:21.000Z'\n  b: 'on'\n  c: '1:20'\n  d: 2024-07 was busy\n  e: text\n  - name: 'off'\n";
+        assert_eq!(quote_yaml11_scalars(yaml), expected);
+    }
+
+    #[test]
+    fn leaves_block_scalars_as_they_are() {
+        let yaml = "description: |-\n  on\n  at: 2024-07-02T08:59:21Z\nnext: on\n";
+        let expected = "description: |-\n  on\n  at: 2024-07-02T08:59:21Z\nnext: 'on'\n";
+        assert_eq!(quote_yaml11_scalars(yaml), expected);
+    }
 }

@@ -36,7 +36,7 @@ use crate::{
     summary = "Send one WhatsApp message",
     description = "Validates the message, sends it through Qikchat with the relay's key, and answers with Qikchat's message id. Nothing is sent when the answer is 4xx (except `rejected_by_qikchat`, where Qikchat itself refused it).",
     request_body(content = crate::http::routes::schema::SendRequest, description = "One message; `type` says which fields apply. See the examples."),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, scoped to the caller. A retry with the same key and the same request gets the first answer again (with `Idempotent-Replayed: true`) and sends nothing.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "Makes retries safe: 1 to 255 visible ASCII characters, scoped to the caller. A retry with the same key and the same request gets the first answer again (with `Idempotent-Replayed: true`) and sends nothing.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$")),
     responses(
         (status = 200, description = "Qikchat queued the message", body = crate::relay::SendResponse,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key"),

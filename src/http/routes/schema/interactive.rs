@@ -4,6 +4,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use super::tag;
+
+fn button_tag() -> utoipa::openapi::Object {
+    tag("button")
+}
+fn list_tag() -> utoipa::openapi::Object {
+    tag("list")
+}
+fn reply_tag() -> utoipa::openapi::Object {
+    tag("reply")
+}
+
 /// Qikchat's interactive object: reply buttons or a list. `header` (an object; a `text` header
 /// holds at most 60 characters) and fields the relay does not know are passed on unchanged.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -21,10 +33,11 @@ pub enum Interactive {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct InteractiveButtons {
     #[serde(rename = "type")]
-    #[schema(pattern = "^button$", examples("button"))]
+    #[schema(schema_with = button_tag)]
     pub kind: String,
     pub body: InteractiveBody,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub footer: Option<InteractiveFooter>,
     pub action: ButtonsAction,
     #[serde(flatten)]
@@ -35,10 +48,11 @@ pub struct InteractiveButtons {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct InteractiveList {
     #[serde(rename = "type")]
-    #[schema(pattern = "^list$", examples("list"))]
+    #[schema(schema_with = list_tag)]
     pub kind: String,
     pub body: InteractiveBody,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub footer: Option<InteractiveFooter>,
     pub action: ListAction,
     #[serde(flatten)]
@@ -72,7 +86,7 @@ pub struct ButtonsAction {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ReplyButton {
     #[serde(rename = "type")]
-    #[schema(pattern = "^reply$", examples("reply"))]
+    #[schema(schema_with = reply_tag)]
     pub kind: String,
     pub reply: Reply,
     #[serde(flatten)]
@@ -105,7 +119,7 @@ pub struct ListAction {
 pub struct ListSection {
     /// Required when there are several sections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 24)]
+    #[schema(nullable = false, max_length = 24)]
     pub title: Option<String>,
     #[schema(min_items = 1, max_items = 10)]
     pub rows: Vec<ListRow>,
@@ -120,7 +134,7 @@ pub struct ListRow {
     #[schema(min_length = 1, max_length = 24)]
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 72)]
+    #[schema(nullable = false, max_length = 72)]
     pub description: Option<String>,
     #[serde(flatten)]
     pub other: Map<String, Value>,

@@ -6,6 +6,12 @@
 //! (at most 10 list rows in all, unique button ids, section titles once there are several, a text
 //! header's length) are in the descriptions and in tests/external/hooks.py.
 //!
+//! The relay takes a known field set to `null` as absent, but the document does not say `null`:
+//! optional fields are `nullable = false` and a form's fields that belong to another form are left
+//! out, so that generators give `Option<T>` (not `Option<Option<T>>` or a `Null` type).
+//! Discriminators are `const` ([`tag`]) and every variant has a schema of its own, so that each
+//! generator's union has one literal-typed member per `type`.
+//!
 //! This module holds the message schemas and their simple parts; `interactive` holds Qikchat's
 //! interactive object and `template` the two forms of a template.
 
@@ -21,9 +27,9 @@ pub use interactive::{
     InteractiveList, ListAction, ListRow, ListSection, Reply, ReplyButton,
 };
 pub use template::{
-    BodyParameter, DocumentHeader, MediaHeader, QuickReplyButton, Template, TemplateButton,
+    BodyParameter, DocumentHeader, ImageHeader, QuickReplyButton, Template, TemplateButton,
     TemplateComponent, TemplateHeader, TemplateWithComponents, TemplateWithParameters, TextHeader,
-    UrlButton,
+    UrlButton, VideoHeader,
 };
 
 /// One message to send, discriminated by `type`. Fields of other types are refused unless
@@ -64,9 +70,23 @@ pub enum SendRequest {
 )]
 pub struct Recipient(String);
 
+/// The schema of a discriminator: a string that is exactly `value`. `const` gives generators a
+/// literal type (`type: Literal["text"]`, `"text"`) where a pattern gives a plain string; utoipa 6
+/// has no attribute for it, so the keyword is added as a raw key.
+fn tag(value: &'static str) -> utoipa::openapi::Object {
+    // The builder would prefix the key with `x-`; the map itself takes it as it is.
+    let mut keywords = utoipa::openapi::extensions::Extensions::default();
+    keywords.insert("const".to_owned(), value.into());
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .examples([value])
+        .extensions(Some(keywords))
+        .build()
+}
+
 /// Declares one message schema: `to`, a `type` that takes exactly one value, and its fields.
 macro_rules! message_schema {
-    ($(#[$doc:meta])* $name:ident, $tag:literal, $pattern:literal, { $($fields:tt)* }) => {
+    ($(#[$doc:meta])* $name:ident, $tag:literal, { $($fields:tt)* }) => {
         $(#[$doc])*
         #[derive(Serialize, Deserialize, ToSchema)]
         #[serde(deny_unknown_fields)]
@@ -74,94 +94,101 @@ macro_rules! message_schema {
             #[schema(value_type = Recipient)]
             pub to: String,
             #[serde(rename = "type")]
-            #[schema(pattern = $pattern, examples($tag))]
+            #[schema(schema_with = Self::kind_schema)]
             pub kind: String,
             $($fields)*
+        }
+
+        impl $name {
+            fn kind_schema() -> utoipa::openapi::Object {
+                tag($tag)
+            }
         }
     };
 }
 
 message_schema!(
     /// A text message.
-    TextMessage, "text", "^text$", {
+    TextMessage, "text", {
     /// The text, 1 to 4096 characters.
     #[schema(min_length = 1, max_length = 4096)]
     pub text: String,
     /// Show a preview of the first URL in the text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub preview_url: Option<bool>,
 });
 
 message_schema!(
     /// An image (JPEG or PNG, at most 5 MB) Qikchat downloads from `link`.
-    ImageMessage, "image", "^image$", {
+    ImageMessage, "image", {
     #[schema(value_type = Link)]
     pub link: String,
     /// At most 1024 characters; empty counts as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(nullable = false, max_length = 1024)]
     pub caption: Option<String>,
 });
 
 message_schema!(
     /// A video (MP4 or 3GPP, at most 16 MB): a direct link to the file, not a player page.
-    VideoMessage, "video", "^video$", {
+    VideoMessage, "video", {
     #[schema(value_type = Link)]
     pub link: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(nullable = false, max_length = 1024)]
     pub caption: Option<String>,
 });
 
 message_schema!(
     /// An audio file (AAC, MP4, AMR, MPEG or OGG/Opus, at most 16 MB); no caption.
-    AudioMessage, "audio", "^audio$", {
+    AudioMessage, "audio", {
     #[schema(value_type = Link)]
     pub link: String,
 });
 
 message_schema!(
     /// A document of any type, at most 100 MB.
-    DocumentMessage, "document", "^document$", {
+    DocumentMessage, "document", {
     #[schema(value_type = Link)]
     pub link: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(nullable = false, max_length = 1024)]
     pub caption: Option<String>,
     /// The file name the customer sees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
+    #[schema(nullable = false, max_length = 4096)]
     pub filename: Option<String>,
 });
 
 message_schema!(
     /// A WebP sticker (100 KB static, 500 KB animated, 512x512); no caption.
-    StickerMessage, "sticker", "^sticker$", {
+    StickerMessage, "sticker", {
     #[schema(value_type = Link)]
     pub link: String,
 });
 
 message_schema!(
     /// A location pin.
-    LocationMessage, "location", "^location$", {
+    LocationMessage, "location", {
     pub location: Location,
 });
 
 message_schema!(
     /// A contact card, in Qikchat's contact object.
-    ContactMessage, "contact", "^contact$", {
+    ContactMessage, "contact", {
     pub contact: Contact,
 });
 
 message_schema!(
     /// Reply buttons (1 to 3) or a list (at most 10 rows in all), in Qikchat's interactive object.
-    InteractiveMessage, "interactive", "^interactive$", {
+    InteractiveMessage, "interactive", {
     pub interactive: Interactive,
 });
 
 message_schema!(
     /// A pre-approved template: the only way to start a conversation outside the 24-hour window.
-    TemplateMessage, "template", "^template$", {
+    TemplateMessage, "template", {
     pub template: Template,
 });
 
@@ -184,10 +211,10 @@ pub struct Location {
     #[schema(minimum = -180, maximum = 180, examples(72.8777))]
     pub longitude: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
+    #[schema(nullable = false, max_length = 4096)]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
+    #[schema(nullable = false, max_length = 4096)]
     pub address: Option<String>,
 }
 
@@ -197,19 +224,19 @@ pub struct Location {
 pub struct Contact {
     pub name: ContactName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
     pub phones: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
     pub emails: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
     pub addresses: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
     pub urls: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(nullable = false, value_type = Option<Object>)]
     pub org: Option<Value>,
     #[serde(flatten)]
     pub other: Map<String, Value>,

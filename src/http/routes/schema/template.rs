@@ -5,10 +5,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::Link;
+use super::{Link, tag};
+
+fn text_tag() -> utoipa::openapi::Object {
+    tag("text")
+}
+fn image_tag() -> utoipa::openapi::Object {
+    tag("image")
+}
+fn video_tag() -> utoipa::openapi::Object {
+    tag("video")
+}
+fn document_tag() -> utoipa::openapi::Object {
+    tag("document")
+}
+fn url_tag() -> utoipa::openapi::Object {
+    tag("url")
+}
+fn quick_reply_tag() -> utoipa::openapi::Object {
+    tag("quick_reply")
+}
 
 /// A template: `name` and `language`, then either the simplified `header`/`body`/`buttons` or
-/// Qikchat's raw `components`, not both.
+/// Qikchat's raw `components`, not both (each form refuses the other's fields; the relay takes a
+/// field set to `null` as absent).
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Template {
@@ -26,18 +46,15 @@ pub struct TemplateWithParameters {
     #[schema(min_length = 1, max_length = 4096, examples("en"))]
     pub language: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub header: Option<TemplateHeader>,
     /// The body parameters, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<BodyParameter>>)]
+    #[schema(nullable = false, value_type = Option<Vec<BodyParameter>>)]
     pub body: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 10)]
+    #[schema(nullable = false, max_items = 10)]
     pub buttons: Option<Vec<TemplateButton>>,
-    /// Only `null` here: `components` belongs to the other form.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub components: Option<Value>,
 }
 
 /// Qikchat's own components, passed on unchanged.
@@ -49,24 +66,6 @@ pub struct TemplateWithComponents {
     #[schema(min_length = 1, max_length = 4096, examples("en_US"))]
     pub language: String,
     pub components: Vec<TemplateComponent>,
-    /// Only `null` here: the simplified form's fields.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub header: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub body: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = null_only)]
-    pub buttons: Option<Value>,
-}
-
-/// A field that may only be `null`: a known field that does not belong here, which the relay
-/// takes as absent (clients generated from this document send `null` for every unset field).
-fn null_only() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Null)
-        .build()
 }
 
 /// One template body parameter.
@@ -81,7 +80,7 @@ pub struct TemplateComponent {
     #[schema(min_length = 1, max_length = 4096, examples("body"))]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
     pub parameters: Option<Vec<Value>>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -91,13 +90,14 @@ pub struct TemplateComponent {
 #[serde(untagged)]
 #[schema(discriminator(property_name = "type", mapping(
     ("text" = "#/components/schemas/TextHeader"),
-    ("image" = "#/components/schemas/MediaHeader"),
-    ("video" = "#/components/schemas/MediaHeader"),
+    ("image" = "#/components/schemas/ImageHeader"),
+    ("video" = "#/components/schemas/VideoHeader"),
     ("document" = "#/components/schemas/DocumentHeader"),
 )))]
 pub enum TemplateHeader {
     Text(TextHeader),
-    Media(MediaHeader),
+    Image(ImageHeader),
+    Video(VideoHeader),
     Document(DocumentHeader),
 }
 
@@ -105,7 +105,7 @@ pub enum TemplateHeader {
 #[serde(deny_unknown_fields)]
 pub struct TextHeader {
     #[serde(rename = "type")]
-    #[schema(pattern = "^text$", examples("text"))]
+    #[schema(schema_with = text_tag)]
     pub kind: String,
     #[schema(min_length = 1, max_length = 4096)]
     pub text: String,
@@ -113,9 +113,19 @@ pub struct TextHeader {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct MediaHeader {
+pub struct ImageHeader {
     #[serde(rename = "type")]
-    #[schema(pattern = "^(image|video)$", examples("image"))]
+    #[schema(schema_with = image_tag)]
+    pub kind: String,
+    #[schema(value_type = Link)]
+    pub link: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VideoHeader {
+    #[serde(rename = "type")]
+    #[schema(schema_with = video_tag)]
     pub kind: String,
     #[schema(value_type = Link)]
     pub link: String,
@@ -125,12 +135,12 @@ pub struct MediaHeader {
 #[serde(deny_unknown_fields)]
 pub struct DocumentHeader {
     #[serde(rename = "type")]
-    #[schema(pattern = "^document$", examples("document"))]
+    #[schema(schema_with = document_tag)]
     pub kind: String,
     #[schema(value_type = Link)]
     pub link: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4096)]
+    #[schema(nullable = false, max_length = 4096)]
     pub filename: Option<String>,
 }
 
@@ -151,7 +161,7 @@ pub enum TemplateButton {
 #[serde(deny_unknown_fields)]
 pub struct UrlButton {
     #[serde(rename = "type")]
-    #[schema(pattern = "^url$", examples("url"))]
+    #[schema(schema_with = url_tag)]
     pub kind: String,
     #[schema(min_length = 1, max_length = 4096, examples("orders/1234"))]
     pub text: String,
@@ -161,7 +171,7 @@ pub struct UrlButton {
 #[serde(deny_unknown_fields)]
 pub struct QuickReplyButton {
     #[serde(rename = "type")]
-    #[schema(pattern = "^quick_reply$", examples("quick_reply"))]
+    #[schema(schema_with = quick_reply_tag)]
     pub kind: String,
     #[schema(min_length = 1, max_length = 4096)]
     pub payload: String,
