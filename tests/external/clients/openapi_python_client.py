@@ -1,7 +1,7 @@
 """A client generated from openapi.yaml by openapi-python-client talks to the sandbox relay:
 a text and a template message, a status lookup, and a validation error parsed as a Problem.
 
-Usage: python generated_client.py <directory holding the generated `client` package> <relay URL> <token>
+Usage: python openapi_python_client.py <directory holding the generated `client` package> <relay URL> <token>
 """
 
 import sys
@@ -52,7 +52,7 @@ def main(generated: str, base_url: str, token: str) -> None:
     assert refused.status_code == 422 and isinstance(refused.parsed, Problem), (refused.status_code, refused.content)
     assert refused.parsed.code == "invalid_request" and refused.parsed.errors[0].field == "to", refused.parsed
 
-    print(f"generated client: text {sent.parsed.id}, template {sent_template.parsed.id}, status queued, 422 parsed")
+    print(f"openapi-python-client: text {sent.parsed.id}, template {sent_template.parsed.id}, status queued, 422 parsed")
 
 
 if __name__ == "__main__":
