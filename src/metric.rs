@@ -1,13 +1,16 @@
 //! Every metric family the relay exports, in one place: the name the recording code uses, and the
 //! help text (and unit) that `/metrics` shows on its `# HELP` line. A name exists only as a
-//! constant declared here, so none can be recorded without a help text. docs/operating.md lists
-//! the families for people; keep the two in step.
+//! constant declared here, so none can be recorded without a help text. The process metrics
+//! (`process_*`) come from `metrics-process`, read at each scrape. docs/operating.md lists the
+//! families for people; keep the two in step.
 //!
 //! A module of its own, importing nothing of the relay, so that any module can name its metrics
 //! without depending on `telemetry` (which reads the configuration).
 //!
 //! Units are given for the record only: the exporter appends no suffix, so the names stay the
 //! ones dashboards and alerts use.
+
+use std::sync::LazyLock;
 
 use metrics::Unit;
 
@@ -24,10 +27,11 @@ macro_rules! families {
         #[cfg(test)]
         const ALL: &[&str] = &[$($name),*];
 
-        /// Gives every family its help text. Called once, right after the recorder is
-        /// installed: a description given before is lost.
+        /// Gives every family its help text, the relay's and the process's. Called once, right
+        /// after the recorder is installed: a description given before is lost.
         pub(crate) fn describe() {
             $(families!(@describe $kind $name [$($unit)?] $help);)*
+            PROCESS.describe();
         }
     };
     (@describe $kind:ident $name:ident [$unit:ident] $help:literal) => {
@@ -78,6 +82,16 @@ families! {
         "Attempts to deliver a webhook event to a subscriber, by outcome: delivered, retried (failed, will retry), dead_letter (failed for the last time).";
     gauge BUILD_INFO = "relay_build_info",
         "Always 1; the version label is the relay's version.";
+}
+
+/// The standard process metrics: CPU, memory, descriptors, threads, start time.
+static PROCESS: LazyLock<metrics_process::Collector> =
+    LazyLock::new(metrics_process::Collector::default);
+
+/// Reads the process metrics (`/proc/self` on Linux) into the recorder; `/metrics` calls it
+/// before rendering, so they are as of the scrape.
+pub fn collect_process() {
+    PROCESS.collect();
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             Err(e) => tracing::warn!(error = %e, "the webhook store's size could not be read"),
         }
     }
+    // CPU, memory and descriptors as of this scrape, not of some timer's last tick.
+    metric::collect_process();
     state.metrics.run_upkeep();
     (
         [(
