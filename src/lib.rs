@@ -10,6 +10,8 @@
 //!   `http::state`, `http::auth` (bearer token to [`policy::Caller`]) and `http::routes`, one
 //!   module per resource: `send`, `messages`, `health`, `webhooks`, `docs` (OpenAPI).
 //! - [`telemetry`]: the log subscriber (one JSON line per request), metrics, OpenTelemetry traces.
+//! - [`metric`]: every metric family's name and help text, imported by whatever records one; it
+//!   imports nothing of the relay. The process metrics (`process_*`) are read there too.
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
 //! - [`relay`]: the send pipeline, no HTTP: [`relay::Relay::send`] takes a caller, a message and
 //!   options and returns what happened; `http/routes/send.rs` is its HTTP adapter.
@@ -33,6 +35,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod idempotency;
 pub mod message;
+pub mod metric;
 pub mod policy;
 pub mod preflight;
 pub mod qikchat;

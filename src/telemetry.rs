@@ -16,7 +16,10 @@ use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing::warn;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-use crate::config::{Config, LogFormat, Traces};
+use crate::{
+    config::{Config, LogFormat, Traces},
+    metric,
+};
 
 mod json_lines;
 pub use json_lines::{AppendJsonFields, JsonLines};
@@ -113,7 +116,8 @@ fn tracer_provider(default_service_name: bool) -> Result<SdkTracerProvider, Stri
         .build())
 }
 
-/// The process-wide Prometheus recorder; installed on first use.
+/// The process-wide Prometheus recorder; installed on first use, with every family's help text
+/// ([`metric`]).
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -128,7 +132,8 @@ pub fn metrics() -> PrometheusHandle {
                     PrometheusBuilder::new().build_recorder().handle()
                 }
             };
-            metrics::gauge!("relay_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            metric::describe();
+            metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             // Counters that alerts divide or take rates of exist from the start, at 0, rather
             // than appearing with their first event.
             // `rate_limited` is Qikchat's 429; the relay's own limits count under their rule.
@@ -137,10 +142,10 @@ pub fn metrics() -> PrometheusHandle {
                 .into_iter()
                 .chain(limits)
             {
-                metrics::counter!("relay_rejections_total", "reason" => reason).increment(0);
+                metrics::counter!(metric::REJECTIONS_TOTAL, "reason" => reason).increment(0);
             }
             for result in ["replayed", "in_flight", "reused", "outcome_unknown"] {
-                metrics::counter!("relay_idempotency_total", "result" => result).increment(0);
+                metrics::counter!(metric::IDEMPOTENCY_TOTAL, "result" => result).increment(0);
             }
             // Histogram samples pile up until upkeep folds them into buckets. Left to /metrics
             // scrapes, a relay nobody scrapes grows by about 20 bytes a request (bench/PROFILE.md,

@@ -21,7 +21,7 @@ use tracing::{Instrument, Span, field::Empty, info, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error::REQUEST_ID;
-use crate::telemetry;
+use crate::{metric, telemetry};
 
 /// Continues the caller's W3C trace (`traceparent`) in `span`, and names the trace in the logs:
 /// `trace_id` is the span's when spans are exported, else the caller's when it sent one.
@@ -102,8 +102,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
         ("route", route),
         ("status", status.to_string()),
     ];
-    metrics::counter!("relay_http_requests_total", &labels).increment(1);
-    metrics::histogram!("relay_http_request_duration_seconds", &labels)
+    metrics::counter!(metric::HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(metric::HTTP_REQUEST_DURATION_SECONDS, &labels)
         .record(latency.as_secs_f64());
     response
 }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{info, warn};
 
-use crate::config::ConnectionLimits;
+use crate::{config::ConnectionLimits, metric};
 
 /// The largest request head (request line and headers) the relay reads: 32 KiB holds any real
 /// request many times over (the relay's own requests need under 1 KiB), and bounds what a
@@ -126,10 +126,10 @@ pub async fn serve(
 ) {
     // The counters alerts take rates of exist from the start, at 0.
     for reason in Shed::ALL {
-        metrics::counter!("relay_connections_rejected_total", "reason" => reason.as_str())
+        metrics::counter!(metric::CONNECTIONS_REJECTED_TOTAL, "reason" => reason.as_str())
             .increment(0);
     }
-    metrics::gauge!("relay_connections_open").set(0.0);
+    metrics::gauge!(metric::CONNECTIONS_OPEN).set(0.0);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -142,7 +142,7 @@ pub async fn serve(
         .max_header_list_size(MAX_HEAD_BYTES as u32);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(max_connections));
-    let open = metrics::gauge!("relay_connections_open");
+    let open = metrics::gauge!(metric::CONNECTIONS_OPEN);
     let log = Arc::new(LogBudget::default());
 
     loop {
@@ -320,7 +320,7 @@ fn shed_by_hyper(error: &(dyn std::error::Error + 'static)) -> Option<Shed> {
 }
 
 fn shed(log: &LogBudget, reason: Shed, peer: SocketAddr) {
-    metrics::counter!("relay_connections_rejected_total", "reason" => reason.as_str()).increment(1);
+    metrics::counter!(metric::CONNECTIONS_REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
     match log.take() {
         Take::Log { suppressed } if suppressed > 0 => {
             warn!(reason = reason.as_str(), %peer, suppressed, "{} ({suppressed} more shed in the last second, not logged one by one)", reason.detail());

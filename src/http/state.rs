@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     http::error,
     idempotency::{Backend, Idempotency, MemoryStore},
+    metric,
     policy::Live,
     preflight::Preflight,
     ratelimit::Limiter,
@@ -71,7 +72,7 @@ impl AppState {
             ),
         };
         if config.webhooks.is_some() {
-            metrics::gauge!("relay_webhook_store_max_bytes")
+            metrics::gauge!(metric::WEBHOOK_STORE_MAX_BYTES)
                 .set(config.store.webhook_max_bytes as f64);
         }
         let webhooks = match &config.webhooks {

@@ -25,6 +25,7 @@ use url::Url;
 use utoipa::ToSchema;
 
 use crate::message::{Content, MediaKind, Message, TemplateHeader, TemplateParameters};
+use crate::metric;
 
 mod address;
 mod judge;
@@ -187,7 +188,7 @@ impl Preflight {
         let cache_key = (link.as_str().to_owned(), type_name);
         if let Some((result, at)) = self.lock().get(&cache_key) {
             if at.elapsed() < self.cache_for {
-                metrics::counter!("relay_media_preflight_total", "outcome" => "cached")
+                metrics::counter!(metric::MEDIA_PREFLIGHT_TOTAL, "outcome" => "cached")
                     .increment(1);
                 return result.clone();
             }
@@ -200,8 +201,8 @@ impl Preflight {
         let outcome = result
             .as_ref()
             .map_or_else(|(code, _)| code.as_str(), |()| "ok");
-        metrics::counter!("relay_media_preflight_total", "outcome" => outcome).increment(1);
-        metrics::histogram!("relay_media_preflight_duration_seconds")
+        metrics::counter!(metric::MEDIA_PREFLIGHT_TOTAL, "outcome" => outcome).increment(1);
+        metrics::histogram!(metric::MEDIA_PREFLIGHT_DURATION_SECONDS)
             .record(started.elapsed().as_secs_f64());
         tracing::info!(
             r#type = type_name,

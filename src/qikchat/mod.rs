@@ -19,7 +19,7 @@ use tracing::{Instrument, info_span};
 use url::Url;
 use utoipa::ToSchema;
 
-use crate::message::Message;
+use crate::{message::Message, metric};
 
 mod answer;
 mod body;
@@ -206,7 +206,7 @@ fn observe_call(operation: &'static str, result: Result<Option<u16>, &Error>, st
         Err(e) => (e.outcome(), e.http_status()),
     };
     let status = status.map_or_else(|| "none".to_owned(), |s| s.to_string());
-    metrics::histogram!("relay_qikchat_request_duration_seconds", "operation" => operation, "outcome" => outcome, "status" => status)
+    metrics::histogram!(metric::QIKCHAT_REQUEST_DURATION_SECONDS, "operation" => operation, "outcome" => outcome, "status" => status)
         .record(started.elapsed().as_secs_f64());
 }
 

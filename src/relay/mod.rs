@@ -29,6 +29,7 @@ use crate::{
     audit::SendAttempt,
     idempotency::{self, Answer, Begin, Claim, Idempotency, Key},
     message::Message,
+    metric,
     policy::{Caller, limits},
     preflight::{self, MediaProblem, Preflight},
     qikchat,
@@ -132,7 +133,7 @@ impl Relay {
         span.record("to", attempt.to.as_deref());
         let result = self.deliver(caller, message, options, &mut attempt).await;
         if let Some(reason) = result.as_ref().err().and_then(Error::rejection) {
-            metrics::counter!("relay_rejections_total", "reason" => reason).increment(1);
+            metrics::counter!(metric::REJECTIONS_TOTAL, "reason" => reason).increment(1);
         }
         Report { result, attempt }
     }
@@ -271,7 +272,7 @@ impl Relay {
             Begin::OutcomeUnknown => Some("outcome_unknown"),
         };
         if let Some(result) = result {
-            metrics::counter!("relay_idempotency_total", "result" => result).increment(1);
+            metrics::counter!(metric::IDEMPOTENCY_TOTAL, "result" => result).increment(1);
         }
         match begun {
             Begin::Proceed(claim) => Ok(Ok(claim)),

@@ -16,6 +16,7 @@ use super::{Delivery, Error, Event, Kind, NewDelivery, Owner, Store, event};
 use crate::{
     config::WebhookSettings,
     message::Recipient,
+    metric,
     policy::{InboundFilter, Live},
 };
 
@@ -53,14 +54,14 @@ impl Webhooks {
         // Exported at 0 from the start, so that alerts on them have a series to work with.
         for kind in ["status", "inbound"] {
             for result in ["stored", "duplicate", "full"] {
-                metrics::counter!("relay_webhook_events_total", "kind" => kind, "result" => result)
+                metrics::counter!(metric::WEBHOOK_EVENTS_TOTAL, "kind" => kind, "result" => result)
                     .increment(0);
             }
         }
         for outcome in ["delivered", "retried", "dead_letter"] {
-            metrics::counter!("relay_webhook_deliveries_total", "outcome" => outcome).increment(0);
+            metrics::counter!(metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(0);
         }
-        metrics::counter!("relay_webhook_store_dropped_total").increment(0);
+        metrics::counter!(metric::WEBHOOK_STORE_DROPPED_TOTAL).increment(0);
         Ok(Arc::new(Self {
             settings,
             store,
@@ -213,7 +214,7 @@ impl Webhooks {
             Err(_) if attempt >= self.settings.max_attempts => "dead_letter",
             Err(_) => "retried",
         };
-        metrics::counter!("relay_webhook_deliveries_total", "outcome" => counted).increment(1);
+        metrics::counter!(metric::WEBHOOK_DELIVERIES_TOTAL, "outcome" => counted).increment(1);
         let stored = match outcome {
             Ok(()) => {
                 debug!(webhook_id = %delivery.id, caller = %delivery.caller, attempt, "webhook delivered");

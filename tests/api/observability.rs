@@ -462,3 +462,76 @@ async fn without_an_exporter_logs_still_carry_the_callers_trace_id() {
     assert_eq!(finished["span"]["trace_id"], trace_id);
     assert!(finished["span"].get("otel.name").is_none());
 }
+
+#[tokio::test]
+async fn every_metric_family_has_a_help_line_and_the_process_metrics_are_exported() {
+    let qikchat = scripted_qikchat().await;
+    let relay = start(&settings(
+        &qikchat,
+        &[("RELAY_WEBHOOK_SECRET", "hook-0123456789abcdef")],
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    assert_eq!(post(&http, &relay, &text("ok"), None).await.status(), 200);
+    assert_eq!(
+        post(&http, &relay, &text("refuse"), None).await.status(),
+        422
+    );
+
+    let exposition = http
+        .get(format!("{}/metrics", relay.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let lines_starting = |prefix: &str| -> Vec<String> {
+        exposition
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .filter_map(|rest| rest.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let types = lines_starting("# TYPE ");
+    let helps = lines_starting("# HELP ");
+    for family in [
+        "relay_http_requests_total",
+        "relay_sends_total",
+        "relay_qikchat_request_duration_seconds",
+        "relay_webhook_deliveries_total",
+        "relay_build_info",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            types.iter().any(|t| t == family),
+            "no {family} in:\n{exposition}"
+        );
+    }
+    let undescribed: Vec<_> = types.iter().filter(|t| !helps.contains(t)).collect();
+    assert!(undescribed.is_empty(), "no # HELP for {undescribed:?}");
+    let mut once = helps.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), helps.len(), "a # HELP line twice: {helps:?}");
+
+    let m = samples(&exposition);
+    let process = |name| value(&m, name, &[]);
+    assert!(process("process_resident_memory_bytes") > 0.0);
+    assert!(process("process_virtual_memory_bytes") > 0.0);
+    assert!(process("process_threads") >= 1.0);
+    let open = process("process_open_fds");
+    assert!(open > 0.0);
+    assert!(process("process_max_fds") >= open);
+    assert!(process("process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let started = process("process_start_time_seconds");
+    assert!(
+        (now - 3600.0..=now + 1.0).contains(&started),
+        "started at {started}, now {now}"
+    );
+}

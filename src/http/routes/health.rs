@@ -10,7 +10,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::state::AppState;
+use crate::{http::state::AppState, metric};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -68,15 +68,17 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let in_flight = state.relay.max_in_flight - state.relay.in_flight.available_permits();
-    metrics::gauge!("relay_sends_in_flight").set(in_flight as f64);
-    metrics::gauge!("relay_sends_in_flight_limit").set(state.relay.max_in_flight as f64);
+    metrics::gauge!(metric::SENDS_IN_FLIGHT).set(in_flight as f64);
+    metrics::gauge!(metric::SENDS_IN_FLIGHT_LIMIT).set(state.relay.max_in_flight as f64);
     if state.webhooks.is_some() {
         // Read at the scrape: one query of a counter the store keeps (SQLite row or Redis key).
         match state.relay.store.bytes().await {
-            Ok(bytes) => metrics::gauge!("relay_webhook_store_bytes").set(bytes as f64),
+            Ok(bytes) => metrics::gauge!(metric::WEBHOOK_STORE_BYTES).set(bytes as f64),
             Err(e) => tracing::warn!(error = %e, "the webhook store's size could not be read"),
         }
     }
+    // CPU, memory and descriptors as of this scrape, not of some timer's last tick.
+    metric::collect_process();
     state.metrics.run_upkeep();
     (
         [(

@@ -24,6 +24,7 @@ use crate::{
     http::state::AppState,
     idempotency::{self, Answer, Key},
     message::{FieldError, Message},
+    metric,
     policy::{Caller, limits},
     relay::{Options, Outcome, Report},
 };
@@ -92,7 +93,7 @@ pub async fn send(
         Err(e) => e.code(),
     };
     Span::current().record("outcome", outcome);
-    metrics::counter!("relay_sends_total", "caller" => caller.name.to_string(), "type" => type_label(&body), "outcome" => outcome)
+    metrics::counter!(metric::SENDS_TOTAL, "caller" => caller.name.to_string(), "type" => type_label(&body), "outcome" => outcome)
         .increment(1);
     attempt.record(&caller.name, &request_id, outcome, started.elapsed());
     let mut response = match result {

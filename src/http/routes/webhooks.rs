@@ -24,6 +24,7 @@ use crate::{
     http::error::{ApiError, Result},
     http::state::AppState,
     message::FieldError,
+    metric,
     policy::DEFAULT_ACCOUNT,
     webhooks::{DeadLetter, Ingested, Kind, Webhooks, event},
 };
@@ -123,7 +124,7 @@ pub async fn receive(
                 event = name,
                 "a Qikchat event that is neither a status nor a customer's message was ignored"
             );
-            metrics::counter!("relay_webhook_events_total", "kind" => "other", "result" => "ignored")
+            metrics::counter!(metric::WEBHOOK_EVENTS_TOTAL, "kind" => "other", "result" => "ignored")
                 .increment(1);
             return Ok(Json(Received { status: "ignored" }));
         }
@@ -145,12 +146,12 @@ pub async fn receive(
             warn!(
                 "a webhook event was refused: events not yet delivered fill RELAY_WEBHOOK_STORE_MAX_MB; Qikchat will retry"
             );
-            metrics::counter!("relay_webhook_events_total", "kind" => kind(&event), "result" => "full")
+            metrics::counter!(metric::WEBHOOK_EVENTS_TOTAL, "kind" => kind(&event), "result" => "full")
                 .increment(1);
             return Err(ApiError::WebhookStoreFull);
         }
     };
-    metrics::counter!("relay_webhook_events_total", "kind" => kind(&event), "result" => status)
+    metrics::counter!(metric::WEBHOOK_EVENTS_TOTAL, "kind" => kind(&event), "result" => status)
         .increment(1);
     span.record("outcome", status);
     Ok(Json(Received { status }))

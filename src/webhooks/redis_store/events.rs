@@ -4,6 +4,7 @@
 use std::{sync::LazyLock, time::Duration};
 
 use super::{PREFIX, RedisStore, delay_ms, redis_error, script};
+use crate::metric;
 use crate::webhooks::{
     Error, status_rank,
     store::{Event, Ingested, Kind, NewDelivery, ROOM_AFTER_DROPPING},
@@ -79,7 +80,7 @@ impl RedisStore {
             .map_err(|e| self.write_error(e))?;
         self.wrote();
         if dropped > 0 {
-            metrics::counter!("relay_webhook_store_dropped_total").increment(dropped);
+            metrics::counter!(metric::WEBHOOK_STORE_DROPPED_TOTAL).increment(dropped);
         }
         Ok(match stored {
             1 => Ingested::Stored,

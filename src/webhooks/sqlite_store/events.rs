@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, millis, used_bytes};
+use crate::metric;
 use crate::webhooks::{
     Error, Event, Ingested, Kind, NewDelivery, status_rank, store::ROOM_AFTER_DROPPING,
 };
@@ -193,7 +194,7 @@ fn make_room(tx: &rusqlite::Transaction<'_>, bytes: i64, max_bytes: i64) -> rusq
         }
     }
     if dropped > 0 {
-        metrics::counter!("relay_webhook_store_dropped_total").increment(dropped);
+        metrics::counter!(metric::WEBHOOK_STORE_DROPPED_TOTAL).increment(dropped);
     }
     Ok(used_bytes(tx)?.saturating_add(bytes) <= max_bytes)
 }
