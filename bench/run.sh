@@ -32,7 +32,7 @@
 # Environment (defaults give a full run of about 4 minutes after the build):
 #   BENCH_ROUNDS=5 BENCH_DURATION=8 BENCH_LAT_DURATION=4 BENCH_CONNS=64 BENCH_PACED_CONNS=8
 #   BENCH_PACE_MS=1 BENCH_READY_RUNS=15 BENCH_PIN=1
-#   RELAY_BIN       use this relay binary instead of building the working tree
+#   BENCH_RELAY_BIN use this relay binary instead of building the working tree
 #   CARGO_TARGET_DIR  where the relay is built (default bench/target, apart from the usual target/)
 #   BENCH_OUT       the markdown report (default bench/results.md); raw data goes next to it
 #                   (bench/results/ by default: BENCH_RAW_DIR)
@@ -93,14 +93,17 @@ if ((${#missing[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if [[ -n ${RELAY_BIN:-} ]]; then
-    [[ -x $RELAY_BIN ]] || die "RELAY_BIN=$RELAY_BIN is not an executable"
-    RELAY_FROM="the binary $RELAY_BIN (RELAY_BIN)"
+# The script's own variables for the relay are in lower case, and its input is BENCH_RELAY_BIN: a
+# RELAY_ variable that is not a setting stops the relay (docs/configuration.md).
+if [[ -n ${BENCH_RELAY_BIN:-} ]]; then
+    relay_bin=$BENCH_RELAY_BIN
+    [[ -x $relay_bin ]] || die "BENCH_RELAY_BIN=$relay_bin is not an executable"
+    relay_from="the binary $relay_bin (BENCH_RELAY_BIN)"
 else
     log "building the relay (release profile, working tree) into $CARGO_TARGET_DIR"
     (cd "$REPO" && cargo build --release --quiet --bin qikchat-relay) || die "cargo build failed"
-    RELAY_BIN=$CARGO_TARGET_DIR/release/qikchat-relay
-    RELAY_FROM="$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2> /dev/null || echo ' with uncommitted changes') (release profile)"
+    relay_bin=$CARGO_TARGET_DIR/release/qikchat-relay
+    relay_from="$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2> /dev/null || echo ' with uncommitted changes') (release profile)"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +155,7 @@ log "CPU layout: $layout"
 
 # shellcheck source=bench/fake.sh
 source "$BENCH_DIR/fake.sh"
-read -r FAKE_PORT NGINX_PORT RELAY_PORT READY_PORT < <(free_ports 4)
+read -r FAKE_PORT NGINX_PORT relay_port READY_PORT < <(free_ports 4)
 export BENCH_BODY='{"to":"+918080808080","type":"text","text":"Your OTP is 4711"}'
 
 # ---------------------------------------------------------------------------------------------
@@ -196,7 +199,7 @@ EOF
 proxy_conf "$WORK/nginx" "$NGINX_PORT" > "$WORK/nginx/nginx.conf"
 proxy_conf "$WORK/ready" "$READY_PORT" > "$WORK/ready/nginx.conf"
 
-RELAY_ENV=(env -i "PATH=$PATH" "QIKCHAT_API_KEY=$KEY" "QIKCHAT_BASE_URL=http://127.0.0.1:$FAKE_PORT"
+relay_env=(env -i "PATH=$PATH" "QIKCHAT_API_KEY=$KEY" "QIKCHAT_BASE_URL=http://127.0.0.1:$FAKE_PORT"
     "RELAY_CLIENTS=bench:$TOKEN")
 
 # ---------------------------------------------------------------------------------------------
@@ -221,14 +224,14 @@ PIDS+=("$FAKE_PID")
     -g 'daemon off;' &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
-"${ON_PROXY[@]}" "${RELAY_ENV[@]}" "RELAY_LISTEN_ADDR=127.0.0.1:$RELAY_PORT" "$RELAY_BIN" \
+"${ON_PROXY[@]}" "${relay_env[@]}" "RELAY_LISTEN_ADDR=127.0.0.1:$relay_port" "$relay_bin" \
     >> "$WORK/relay/stdout.log" 2> "$WORK/relay/stderr.log" &
-RELAY_PID=$!
-PIDS+=("$RELAY_PID")
+relay_pid=$!
+PIDS+=("$relay_pid")
 
 wait_http "http://127.0.0.1:$NGINX_PORT/healthz" "the nginx proxy"
-wait_http "http://127.0.0.1:$RELAY_PORT/healthz" "the relay"
-log "fake :$FAKE_PORT, nginx :$NGINX_PORT, relay :$RELAY_PORT (pid $RELAY_PID) are up"
+wait_http "http://127.0.0.1:$relay_port/healthz" "the relay"
+log "fake :$FAKE_PORT, nginx :$NGINX_PORT, relay :$relay_port (pid $relay_pid) are up"
 
 # Each proxy does the job before it is timed: 200 with the id, and the relay still says no.
 post() { # $1: url, rest: curl args
@@ -241,10 +244,10 @@ code=$(post "http://127.0.0.1:$FAKE_PORT/v1/messages")
 [[ $code == 200 ]] || die "the fake answered $code"
 code=$(post "http://127.0.0.1:$NGINX_PORT/send" -H "Authorization: Bearer $TOKEN")
 [[ $code == 200 ]] && grep -q 52JH6WmuSruAVyXvBBYemd0Ia "$WORK/answer" || die "nginx answered $code: $(cat "$WORK/answer")"
-code=$(post "http://127.0.0.1:$RELAY_PORT/send" -H "Authorization: Bearer $TOKEN")
+code=$(post "http://127.0.0.1:$relay_port/send" -H "Authorization: Bearer $TOKEN")
 [[ $code == 200 ]] && grep -q '"id":"52JH6WmuSruAVyXvBBYemd0Ia"' "$WORK/answer" ||
     die "the relay answered $code: $(cat "$WORK/answer")"
-code=$(post "http://127.0.0.1:$RELAY_PORT/send" -H "Authorization: Bearer wrong-token-0123456789")
+code=$(post "http://127.0.0.1:$relay_port/send" -H "Authorization: Bearer wrong-token-0123456789")
 [[ $code == 401 ]] || die "the relay answered $code to a wrong token"
 grep -q '"request finished"' "$WORK/relay/stdout.log" || die "the relay logged no JSON request line"
 
@@ -289,7 +292,7 @@ run_wrk() {
     case $target in
         fake) url=http://127.0.0.1:$FAKE_PORT/v1/messages pids=$FAKE_ALL ;;
         nginx) url=http://127.0.0.1:$NGINX_PORT/send pids=$NGINX_ALL ;;
-        relay) url=http://127.0.0.1:$RELAY_PORT/send pids=$RELAY_PID ;;
+        relay) url=http://127.0.0.1:$relay_port/send pids=$relay_pid ;;
     esac
     local u0 s0 f0 pa0 pb0
     # shellcheck disable=SC2086 # pid lists
@@ -356,12 +359,12 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Peak memory over the whole run (VmHWM: the resident set's high-water mark).
-RELAY_HWM=$(hwm_kb VmHWM "$RELAY_PID")
-RELAY_RSS=$(hwm_kb VmRSS "$RELAY_PID")
+relay_hwm=$(hwm_kb VmHWM "$relay_pid")
+relay_rss=$(hwm_kb VmRSS "$relay_pid")
 # shellcheck disable=SC2086
 NGINX_HWM=$(hwm_kb VmHWM $NGINX_ALL)
 NGINX_WORKER_HWM=$(hwm_kb VmHWM $(children "$NGINX_PID"))
-RELAY_THREADS=$(awk '$1 == "Threads:" { print $2 }' "/proc/$RELAY_PID/status")
+relay_threads=$(awk '$1 == "Threads:" { print $2 }' "/proc/$relay_pid/status")
 
 # ---------------------------------------------------------------------------------------------
 # Time from exec to ready
@@ -369,9 +372,9 @@ RELAY_THREADS=$(awk '$1 == "Threads:" { print $2 }' "/proc/$RELAY_PID/status")
 log "exec to ready: $READY_RUNS starts of each"
 ready_pin=()
 [[ $PIN == 1 ]] && ready_pin=(--cpu "$PROXY_CPU" --self-cpu "$LOAD_CPU")
-"${RELAY_ENV[@]}" "$PYTHON" "$BENCH_DIR/ready.py" --runs "$READY_RUNS" "${ready_pin[@]}" \
+"${relay_env[@]}" "$PYTHON" "$BENCH_DIR/ready.py" --runs "$READY_RUNS" "${ready_pin[@]}" \
     --port-env RELAY_LISTEN_ADDR --path /readyz --marker 'qikchat-relay listening' -- \
-    "$RELAY_BIN" > "$WORK/ready-relay.json" || die "measuring the relay's start failed"
+    "$relay_bin" > "$WORK/ready-relay.json" || die "measuring the relay's start failed"
 "$PYTHON" "$BENCH_DIR/ready.py" --runs "$READY_RUNS" "${ready_pin[@]}" --port "$READY_PORT" \
     --path /healthz -- "$NGINX" -p "$WORK/ready" -c "$WORK/ready/nginx.conf" \
     -e "$WORK/ready/error.log" -g 'daemon off;' > "$WORK/ready-nginx.json" ||
@@ -380,7 +383,7 @@ ready_pin=()
 # ---------------------------------------------------------------------------------------------
 # Sizes
 # ---------------------------------------------------------------------------------------------
-BIN_BYTES=$(stat -c %s "$RELAY_BIN")
+BIN_BYTES=$(stat -c %s "$relay_bin")
 IMAGE_BYTES=''
 IMAGE_FROM=''
 if command -v docker > /dev/null && timeout 10 docker info > /dev/null 2>&1 &&
@@ -408,12 +411,12 @@ cat > "$WORK/meta.json" << EOF
  "kernel": "$(uname -r)", "nginx": "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')",
  "wrk": "$(wrk -v 2>&1 | head -n1 | awk '{ print $2 }')",
  "rustc": "$(rustc --version 2> /dev/null | awk '{ print $2 }')",
- "relay_from": "$RELAY_FROM",
+ "relay_from": "$relay_from",
  "layout": "$layout", "pin": $PIN,
  "rounds": $ROUNDS, "duration_s": $DURATION, "lat_duration_s": $LAT_DURATION,
  "conns": $CONNS, "paced_conns": $PACED_CONNS, "pace_ms": $PACE_MS, "ready_runs": $READY_RUNS,
  "load_before": "$LOAD_BEFORE", "load_after": "$LOAD_AFTER",
- "relay_hwm_kb": $RELAY_HWM, "relay_rss_end_kb": $RELAY_RSS, "relay_threads": $RELAY_THREADS,
+ "relay_hwm_kb": $relay_hwm, "relay_rss_end_kb": $relay_rss, "relay_threads": $relay_threads,
  "nginx_hwm_kb": $NGINX_HWM, "nginx_worker_hwm_kb": $NGINX_WORKER_HWM,
  "bin_bytes": $BIN_BYTES, "image_bytes": ${IMAGE_BYTES:-null}, "image_from": "$IMAGE_FROM",
  "command": "bash bench/run.sh"}

@@ -5,7 +5,7 @@
 #     and kubernetes-validate (schemas bundled, no network) accepts every rendered object in
 #     strict mode (unknown fields are errors) for each version in K8S_VERSIONS; then the rules the
 #     manifests promise are checked on the rendered objects (probes, security context, drain
-#     time, no Secret committed, ...).
+#     time, service links off, no Secret committed, ...).
 #   - Compose: deploy/compose.yaml parses (podman-compose config, which also interpolates the
 #     variables), and everything it references exists: build context, Dockerfile, secret files,
 #     volumes, services, the health probe binary the Dockerfile builds.
@@ -208,6 +208,8 @@ for path in sys.argv[2:]:
         check({"cpu", "memory"} <= set(container["resources"].get(part, {})), f"{label}: {part} for cpu and memory")
     check(":latest" not in container["image"] and ":" in container["image"], f"{label}: image has a version tag")
     check("replicas" not in deployment["spec"], f"{label}: the Deployment leaves replicas to the HPA")
+    check(pod.get("enableServiceLinks") is False,
+          f"{label}: enableServiceLinks: false (service links put RELAY_ names the relay refuses)")
 
     drain_ms = int(settings.get("RELAY_DRAIN_TIMEOUT_MS", 30000))
     pre_stop_s = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
@@ -253,7 +255,7 @@ if errors:
     print("\n".join("  - " + e for e in errors), file=sys.stderr)
     sys.exit(1)
 EOF
-log "rendered manifests keep their promises (security context, probes, drain, key file, data volume, no Secret)"
+log "rendered manifests keep their promises (security context, probes, drain, key file, data volume, no service links, no Secret)"
 
 # ---------------------------------------------------------------------------------------------
 # Compose

@@ -7,7 +7,9 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
-/// The environment as envy sees it: names are the variables in lower case.
+/// The environment as envy sees it: names are the variables in lower case. Its fields are the
+/// relay's settings, the one list of them: `known` reads their names off this derive, and refuses
+/// a `RELAY_` variable that is not one of them.
 #[derive(Deserialize)]
 pub(super) struct Env {
     pub(super) qikchat_api_key: Option<String>,

@@ -1,8 +1,9 @@
 //! The relay's configuration: read once from the environment into one typed [`Config`].
 //!
 //! Every setting is an environment variable (docs/configuration.md); no file is read here (the
-//! callers file and the key file are the policy's). A missing or invalid value is
-//! a [`ConfigError`] that names the variable and never contains a secret.
+//! callers file and the key file are the policy's). A missing or invalid value, or a `RELAY_`
+//! variable that is not a setting (`known`), is a [`ConfigError`] that names the variable and
+//! never contains a secret.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -14,6 +15,7 @@ use crate::policy::{self, KeySource};
 
 mod callers;
 mod env;
+mod known;
 mod traces;
 mod webhooks;
 
@@ -143,6 +145,8 @@ impl Config {
             .iter()
             .map(|(k, v)| (k.clone(), SecretString::from(v.as_str())))
             .collect();
+        // Before anything is parsed: a misspelt setting may be why another one seems missing.
+        known::refuse_unknown(pairs.iter().map(|(k, _)| k.as_str()))?;
         let env = Env::read(pairs)?;
 
         let traces = traces(&env)?;

@@ -292,3 +292,27 @@ fn invalid_values_name_their_variable() {
         assert_eq!(err.variable, variable, "{err}");
     }
 }
+
+#[test]
+fn an_unknown_relay_variable_is_refused_before_any_value_is_read() {
+    let base = [
+        ("QIKCHAT_API_KEY", KEY),
+        ("RELAY_CLIENTS", "billing:tok_SENTINEL_0123456789abcdef"),
+    ];
+    assert!(config(&[&base[..], &[("RELAY_SERVICE_HOST", "10.0.0.1")]].concat()).is_ok());
+    // Even next to an invalid value: the slip may be why the other setting looks wrong.
+    let e = config(
+        &[
+            &base[..],
+            &[("RELAY_MAX_INFLIGHT", "9"), ("RELAY_MAX_IN_FLIGHT", "0")],
+        ]
+        .concat(),
+    )
+    .expect_err("an unknown variable");
+    assert_eq!(e.variable, "RELAY_MAX_INFLIGHT");
+    assert!(
+        e.problem.ends_with("did you mean RELAY_MAX_IN_FLIGHT?"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains('9'), "no value in {e}");
+}

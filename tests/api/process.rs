@@ -1,5 +1,5 @@
-//! The real binary: configuration failures, what its logs contain (and never contain), and how
-//! it shuts down.
+//! The real binary: configuration failures (unknown `RELAY_` variables: `unknown_settings`), what
+//! its logs contain (and never contain), and how it shuts down.
 
 use std::{
     process::Stdio,
@@ -20,6 +20,8 @@ use wiremock::{
 use crate::helpers::{
     KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_accepts_slowly, qikchat_success, settings,
 };
+
+mod unknown_settings;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");
 
