@@ -123,10 +123,36 @@ impl ConfigError {
         }
     }
 }
+/// Whether a variable's name is of the kind the relay reads (its settings, the key, the log filter
+/// and OpenTelemetry's).
+fn read_by_the_relay(name: &str) -> bool {
+    ["RELAY_", "QIKCHAT_", "OTEL_", "RUST_LOG"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment. A variable that is not Unicode is refused when it is one
+    /// of the relay's own (by its prefix), and otherwise left out: `std::env::vars` would panic on
+    /// it, and the rest of the environment is none of the relay's business.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_pairs(std::env::vars())
+        let mut pairs = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            match (name.into_string(), value.into_string()) {
+                (Ok(name), Ok(value)) => pairs.push((name, value)),
+                (Ok(name), Err(_)) if read_by_the_relay(&name) => {
+                    return Err(ConfigError::new(name, "the value is not valid UTF-8"));
+                }
+                (Err(name), _) if read_by_the_relay(&name.to_string_lossy()) => {
+                    return Err(ConfigError::new(
+                        name.to_string_lossy(),
+                        "the name is not valid UTF-8",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Self::from_pairs(pairs)
     }
 
     /// Reads configuration from `(VARIABLE, value)` pairs; tests use this instead of `set_var`.

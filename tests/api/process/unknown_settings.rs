@@ -102,3 +102,42 @@ async fn kubernetes_service_links_for_a_service_named_relay_are_ignored() {
     relay.terminate();
     assert_eq!(relay.exit_code(Duration::from_secs(10)).await, 0);
 }
+
+/// Runs the binary with a valid configuration plus `extra` and one variable whose value is not
+/// Unicode; returns its exit code and stderr.
+async fn with_a_value_not_unicode(extra: &[(&str, &str)], name: &str) -> (Option<i32>, String) {
+    use std::os::unix::ffi::OsStrExt;
+    let qikchat = MockServer::start().await;
+    let output = command(&settings(&qikchat, extra))
+        .env(name, std::ffi::OsStr::from_bytes(b"js\xffon"))
+        .output()
+        .await
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[tokio::test]
+async fn a_setting_whose_value_is_not_unicode_stops_the_start_naming_it() {
+    let (code, stderr) = with_a_value_not_unicode(&[], "RELAY_LOG_FORMAT").await;
+
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RELAY_LOG_FORMAT: the value is not valid UTF-8"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn another_programs_variable_that_is_not_unicode_is_left_alone() {
+    // A bad setting beside it, so that the relay stops at once: with its own error, not a panic.
+    let (code, stderr) = with_a_value_not_unicode(&[("RELAY_FOO_BAR", "1")], "LESSOPEN").await;
+
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("RELAY_FOO_BAR: is not a setting"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("LESSOPEN"), "{stderr}");
+}
