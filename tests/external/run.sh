@@ -116,8 +116,8 @@ schemathesis_run() { # <name> <examples> [options]
     SCHEMATHESIS_HOOKS=hooks PYTHONPATH=tests/external \
         schemathesis --config-file tests/external/schemathesis.toml run openapi.yaml --max-examples "$examples" \
         --report junit --report-dir "target/schemathesis/$name" "$@" > "$WORK/schemathesis-$name.log" 2>&1 ||
-        { tail -n 60 "$WORK/schemathesis-$name.log" >&2; die "schemathesis ($name $*) found failures"; }
-    log "schemathesis ($name $*): $(grep -E 'generated' "$WORK/schemathesis-$name.log" | tail -n 1 | xargs)"
+        { tail -n 60 "$WORK/schemathesis-$name.log" >&2; die "schemathesis ($name${*:+ $*}) found failures"; }
+    log "schemathesis ($name${*:+ $*}): $(grep -E 'generated' "$WORK/schemathesis-$name.log" | tail -n 1 | xargs)"
 }
 schemathesis_run fixed "$EXAMPLES"
 for run in $(seq 1 "$RANDOM_RUNS"); do
