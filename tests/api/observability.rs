@@ -23,6 +23,17 @@ use crate::{
 
 const IDEMPOTENCY_KEY: &str = "order-4711-SENTINEL-confirmation";
 
+/// A relay process's `/metrics` exposition.
+async fn scrape(http: &reqwest::Client, url: &str) -> String {
+    http.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 fn text(body: &str) -> Value {
     json!({"to": RECIPIENT, "type": "text", "text": body})
 }
@@ -145,14 +156,7 @@ async fn a_scripted_run_shows_up_in_the_metrics_and_one_audit_event_per_send() {
         .expect("answer");
     assert_eq!(status.status(), 200);
 
-    let exposition = http
-        .get(format!("{}/metrics", relay.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let exposition = scrape(&http, &relay.url).await;
     let m = samples(&exposition);
     let sends = |outcome| {
         value(
@@ -478,14 +482,7 @@ async fn every_metric_family_has_a_help_line_and_the_process_metrics_are_exporte
         422
     );
 
-    let exposition = http
-        .get(format!("{}/metrics", relay.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let exposition = scrape(&http, &relay.url).await;
     let lines_starting = |prefix: &str| -> Vec<String> {
         exposition
             .lines()
