@@ -31,6 +31,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod conversation;
 pub mod healthcheck;
 pub mod http;
 pub mod idempotency;
@@ -44,6 +45,29 @@ pub mod redis_client;
 pub mod relay;
 pub mod telemetry;
 pub mod webhooks;
+
+/// How strictly a check holds a send: `off`, `warn` (the send goes out and its answer says what
+/// the check found) or `enforce` (the send is refused). `RELAY_MEDIA_PREFLIGHT` and
+/// `RELAY_CUSTOMER_WINDOW` take these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforcement {
+    Off,
+    Warn,
+    Enforce,
+}
+
+impl std::str::FromStr for Enforcement {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "off" => Ok(Self::Off),
+            "warn" => Ok(Self::Warn),
+            "enforce" => Ok(Self::Enforce),
+            _ => Err("must be off, warn or enforce"),
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch: the relay's one wall clock, for what outlives a process or
 /// is shared with other replicas (leases, expiries, timestamps). Intervals use `Instant`.

@@ -59,7 +59,7 @@ families! {
     counter CONNECTIONS_REJECTED_TOTAL = "relay_connections_rejected_total" in Count,
         "Client connections the relay shed or closed, by reason: max_connections, header_timeout, idle_timeout, head_too_large.";
     counter REJECTIONS_TOTAL = "relay_rejections_total" in Count,
-        "Sends turned away, by reason: overloaded (RELAY_MAX_IN_FLIGHT), caller_in_flight, draining (shutting down), rate_limited (by Qikchat), or the caller's limit that refused.";
+        "Sends turned away, by reason: overloaded (RELAY_MAX_IN_FLIGHT), caller_in_flight, draining (shutting down), rate_limited (by Qikchat), opted_out (the customer is on the opt-out list), outside_customer_window (enforced), or the caller's limit that refused.";
     counter IDEMPOTENCY_TOTAL = "relay_idempotency_total" in Count,
         "Sends with an Idempotency-Key answered from the store, by result: replayed, in_flight, reused (key with another body), outcome_unknown.";
     gauge SENDS_IN_FLIGHT = "relay_sends_in_flight" in Count,
@@ -80,6 +80,10 @@ families! {
         "Delivered webhook events whose payload was dropped to keep the store within its bound.";
     counter WEBHOOK_DELIVERIES_TOTAL = "relay_webhook_deliveries_total" in Count,
         "Attempts to deliver a webhook event to a subscriber, by outcome: delivered, retried (failed, will retry), dead_letter (failed for the last time).";
+    counter CONVERSATION_WARNINGS_TOTAL = "relay_conversation_warnings_total" in Count,
+        "Sends that went out with a warning about the conversation, by rule: outside_customer_window (RELAY_CUSTOMER_WINDOW=warn).";
+    counter OPT_OUT_CHANGES_TOTAL = "relay_opt_out_changes_total" in Count,
+        "Changes asked of the opt-out lists, by change (opt_out, opt_in) and how: keyword (a customer wrote one; counted each time its event is routed) or admin (an operator's PUT or DELETE).";
     gauge BUILD_INFO = "relay_build_info",
         "Always 1; the version label is the relay's version.";
 }

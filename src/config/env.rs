@@ -81,6 +81,9 @@ pub(super) struct Env {
     pub(super) relay_message_owner_ttl_s: u64,
     #[serde(default = "default_webhook_store_max_mb")]
     pub(super) relay_webhook_store_max_mb: u64,
+    pub(super) relay_customer_window: Option<String>,
+    #[serde(default = "default_customer_window_s")]
+    pub(super) relay_customer_window_s: u64,
 }
 
 impl Env {
@@ -112,6 +115,10 @@ fn default_webhook_timeout_ms() -> u64 {
 /// held while every subscriber is down, yet small next to the disk or Redis it lives on.
 fn default_webhook_store_max_mb() -> u64 {
     1024
+}
+/// WhatsApp's customer-service window: 24 hours after the customer's last message.
+fn default_customer_window_s() -> u64 {
+    86_400
 }
 fn default_message_owner_ttl_s() -> u64 {
     7 * 86_400

@@ -24,7 +24,7 @@ use env::{Env, parse_or, positive};
 pub use traces::Traces;
 use traces::traces;
 pub use webhooks::{StoreSettings, WebhookSettings};
-use webhooks::{store, webhooks};
+use webhooks::{admin_token, store, webhooks};
 
 /// Everything the relay needs to run, validated.
 #[derive(Debug, Clone)]
@@ -62,6 +62,10 @@ pub struct Config {
     pub webhooks: Option<WebhookSettings>,
     /// The durable store of message owners and webhook events: always there.
     pub store: StoreSettings,
+    /// SHA-256 of `RELAY_ADMIN_TOKEN`: the operator's endpoints are off without it.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// The customer-service window (`RELAY_CUSTOMER_WINDOW`, `RELAY_CUSTOMER_WINDOW_S`).
+    pub conversation: crate::conversation::Settings,
 }
 /// Bounds on client connections, so that no client, with or without a token, can hold the
 /// relay's memory, descriptors or time (the contract's "Holding under hostile load").
@@ -178,6 +182,7 @@ impl Config {
         let traces = traces(&env)?;
         let webhooks = webhooks(&env)?;
         let store = store(&env)?;
+        let admin_token_sha256 = admin_token(&env)?;
         let default_key = match (env.qikchat_api_key, env.qikchat_api_key_file) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -212,6 +217,11 @@ impl Config {
             parse_or("RELAY_LISTEN_ADDR", env.relay_listen_addr, "0.0.0.0:8080")?;
         let log_format: LogFormat = parse_or("RELAY_LOG_FORMAT", env.relay_log_format, "json")?;
         let media_preflight = parse_or("RELAY_MEDIA_PREFLIGHT", env.relay_media_preflight, "warn")?;
+        positive("RELAY_CUSTOMER_WINDOW_S", env.relay_customer_window_s)?;
+        let conversation = crate::conversation::Settings {
+            mode: parse_or("RELAY_CUSTOMER_WINDOW", env.relay_customer_window, "warn")?,
+            window: Duration::from_secs(env.relay_customer_window_s),
+        };
         positive(
             "RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS",
             env.relay_media_preflight_timeout_ms,
@@ -301,6 +311,8 @@ impl Config {
             traces,
             webhooks,
             store,
+            admin_token_sha256,
+            conversation,
         })
     }
 

@@ -115,7 +115,8 @@ fn webhooks_are_on_with_a_secret_and_every_setting_is_checked() {
         .expect("on");
     assert_eq!(on.retry_base, Duration::from_secs(1));
     assert_eq!(on.max_attempts, 10);
-    assert!(on.basic_auth.is_none() && on.admin_token_sha256.is_none());
+    assert!(on.basic_auth.is_none());
+    assert!(with(&[]).expect("valid").admin_token_sha256.is_none());
     for (pairs, variable) in [
         (
             vec![("RELAY_WEBHOOK_SECRET", "short")],

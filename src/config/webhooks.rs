@@ -19,8 +19,6 @@ pub struct WebhookSettings {
     pub basic_auth: Option<(String, SecretString)>,
     pub retry_base: Duration,
     pub max_attempts: u32,
-    /// SHA-256 of `RELAY_ADMIN_TOKEN`, for the dead-letter endpoints.
-    pub admin_token_sha256: Option<[u8; 32]>,
     /// How long one delivery to a subscriber may take.
     pub delivery_timeout: Duration,
 }
@@ -64,16 +62,6 @@ pub(super) fn webhooks(env: &Env) -> Result<Option<WebhookSettings>, ConfigError
             Some((user.to_owned(), SecretString::from(password)))
         }
     };
-    let admin_token_sha256 = match set(&env.relay_admin_token) {
-        None => None,
-        Some(token) if token.len() < MIN_TOKEN_LEN => {
-            return Err(ConfigError::new(
-                "RELAY_ADMIN_TOKEN",
-                "must be at least 16 characters",
-            ));
-        }
-        Some(token) => Some(Sha256::digest(token.as_bytes()).into()),
-    };
     positive(
         "RELAY_WEBHOOK_RETRY_BASE_MS",
         env.relay_webhook_retry_base_ms,
@@ -88,9 +76,20 @@ pub(super) fn webhooks(env: &Env) -> Result<Option<WebhookSettings>, ConfigError
         basic_auth,
         retry_base: Duration::from_millis(env.relay_webhook_retry_base_ms),
         max_attempts: env.relay_webhook_max_attempts,
-        admin_token_sha256,
         delivery_timeout: Duration::from_millis(env.relay_webhook_timeout_ms),
     }))
+}
+
+/// SHA-256 of `RELAY_ADMIN_TOKEN`, when set: the operator's endpoints (dead letters, opt-outs).
+pub(super) fn admin_token(env: &Env) -> Result<Option<[u8; 32]>, ConfigError> {
+    match set(&env.relay_admin_token) {
+        None => Ok(None),
+        Some(token) if token.len() < MIN_TOKEN_LEN => Err(ConfigError::new(
+            "RELAY_ADMIN_TOKEN",
+            "must be at least 16 characters",
+        )),
+        Some(token) => Ok(Some(Sha256::digest(token.as_bytes()).into())),
+    }
 }
 
 /// The store's settings, needed with webhooks on or off (message owners are always recorded).

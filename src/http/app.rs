@@ -16,7 +16,7 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -58,6 +58,15 @@ pub fn router(state: AppState, body: BodyLimits) -> Router {
     Router::new()
         .route("/send", post(routes::send::send))
         .route("/messages/{id}", get(routes::messages::status))
+        .route(
+            "/customers/{number}/window",
+            get(routes::conversation::window),
+        )
+        .route("/opt-outs", get(routes::conversation::list))
+        .route(
+            "/opt-outs/{number}",
+            put(routes::conversation::add).delete(routes::conversation::remove),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))

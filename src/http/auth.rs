@@ -28,6 +28,20 @@ pub fn credentials<'a>(header: &'a HeaderValue, scheme: &str) -> Option<&'a str>
         .map(|(_, credentials)| credentials.trim())
 }
 
+/// The operator's endpoints (dead letters, opt-outs) want `Authorization: Bearer
+/// <RELAY_ADMIN_TOKEN>`, checked before anything else: without it, nobody learns even whether
+/// they are on. Without `RELAY_ADMIN_TOKEN` they are closed to everyone.
+pub fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| credentials(v, "bearer"))
+        .map(|token| <[u8; 32]>::from(Sha256::digest(token.as_bytes())));
+    match (state.admin_token_sha256, presented) {
+        (Some(expected), Some(presented)) if bool::from(expected.ct_eq(&presented)) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
 /// Without a token, a caller is anonymous if that is allowed; with one, it must be known.
 pub fn authenticate(policy: Arc<Policy>, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(header) = headers.get(AUTHORIZATION) else {

@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Qikchat's webhooks and their fan-out, when `RELAY_WEBHOOK_SECRET` is set.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// SHA-256 of `RELAY_ADMIN_TOKEN`, for the operator's endpoints (`http::auth::admin`).
+    pub admin_token_sha256: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             ),
             store: message_store,
             owner_ttl: config.store.owner_ttl,
+            conversation: config.conversation,
             limiter: Arc::new(limiter),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,
@@ -120,6 +123,7 @@ impl AppState {
             policy,
             relay: Arc::new(relay),
             metrics,
+            admin_token_sha256: config.admin_token_sha256,
         })
     }
 }

@@ -28,6 +28,7 @@ pub(super) struct FileClient {
     daily_quota: Option<u64>,
     max_in_flight: Option<u32>,
     read_any_status: Option<bool>,
+    ignore_opt_out: Option<bool>,
     webhooks: Option<FileWebhooks>,
 }
 
@@ -166,6 +167,7 @@ pub(super) fn caller(
             daily_quota: spec.daily_quota,
             max_in_flight,
             read_any_status: spec.read_any_status.unwrap_or(false),
+            ignore_opt_out: spec.ignore_opt_out.unwrap_or(false),
             webhooks,
         },
     ))

@@ -57,6 +57,9 @@ pub struct Rules {
     /// `GET /messages/{id}` answers for every message of the caller's account, not only its own
     /// (`read_any_status`, for a support tool).
     pub read_any_status: bool,
+    /// Sends to customers on the account's opt-out list too (`ignore_opt_out`): for a caller
+    /// that sends only what the customer asked for, such as one-time passwords.
+    pub ignore_opt_out: bool,
     /// Where this caller receives statuses of its messages and customers' messages.
     pub webhooks: Option<Subscriber>,
 }
@@ -73,6 +76,7 @@ impl Rules {
             daily_quota: None,
             max_in_flight: None,
             read_any_status: false,
+            ignore_opt_out: false,
             webhooks: None,
         }
     }
@@ -135,6 +139,43 @@ pub struct AccountSpec {
     pub rate: Option<Rate>,
     /// WhatsApp's pair rate: sends to one recipient.
     pub recipient_rate: Option<Rate>,
+    /// What a customer writes to leave or rejoin the account's messages (`opt_out_keywords`,
+    /// `opt_in_keywords`).
+    pub keywords: OptKeywords,
+}
+
+/// An account's opt-out and opt-in keywords, kept trimmed and in lower case: a customer's
+/// message opts them out or in when all of it, trimmed and without case, is one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptKeywords {
+    pub opt_out: BTreeSet<String>,
+    pub opt_in: BTreeSet<String>,
+}
+
+impl Default for OptKeywords {
+    /// WhatsApp's own advice: STOP and UNSUBSCRIBE to leave, START to come back.
+    fn default() -> Self {
+        Self {
+            opt_out: ["stop", "unsubscribe"].map(str::to_owned).into(),
+            opt_in: ["start"].map(str::to_owned).into(),
+        }
+    }
+}
+
+impl OptKeywords {
+    /// What a customer's message `text` does to their place on the list: `Some(true)` opts them
+    /// out, `Some(false)` in, `None` neither (any other message, even one that contains a
+    /// keyword: "please don't stop" is not a STOP).
+    pub fn change(&self, text: &str) -> Option<bool> {
+        let said = text.trim().to_lowercase();
+        if self.opt_out.contains(&said) {
+            Some(true)
+        } else if self.opt_in.contains(&said) {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 impl PartialEq for AccountSpec {
@@ -145,6 +186,7 @@ impl PartialEq for AccountSpec {
             && self.base_url == other.base_url
             && self.rate == other.rate
             && self.recipient_rate == other.recipient_rate
+            && self.keywords == other.keywords
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a caller's policy refuses, and by which rule: one [`Rule`] per setting of the callers file
-//! that can turn a send away, named as callers see it in a problem's `rule`, in logs and in
+//! that can turn a send away (and the account's opt-out list), named as callers see it in a problem's `rule`, in logs and in
 //! `relay_rejections_total{reason}`.
 
 /// A setting of the callers file that can refuse a send.
@@ -23,6 +23,9 @@ pub enum Rule {
     RatePerSecond,
     /// The account's `recipient_interval_ms` (WhatsApp's pacing per customer).
     RecipientIntervalMs,
+    /// The customer is on the account's opt-out list (they wrote an `opt_out_keywords` word,
+    /// or an operator put them there); callers with `ignore_opt_out` are not held by it.
+    OptedOut,
 }
 
 impl Rule {
@@ -46,6 +49,7 @@ impl Rule {
             Rule::DailyQuota => "daily_quota",
             Rule::RatePerSecond => "rate_per_second",
             Rule::RecipientIntervalMs => "recipient_interval_ms",
+            Rule::OptedOut => "opted_out",
         }
     }
 }

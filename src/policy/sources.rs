@@ -17,7 +17,7 @@ use url::Url;
 
 use super::check::{check_key, http_url, positive_u32, read_key};
 use super::client::{self, FileClient};
-use super::{AccountSpec, DEFAULT_ACCOUNT, PolicyError, Rules, Spec, problem};
+use super::{AccountSpec, DEFAULT_ACCOUNT, OptKeywords, PolicyError, Rules, Spec, problem};
 use crate::ratelimit::Rate;
 
 /// Where the policy comes from; everything in it is read again on a reload.
@@ -85,6 +85,8 @@ struct FileAccount {
     rate_per_second: Option<u32>,
     recipient_burst: Option<u32>,
     recipient_interval_ms: Option<u64>,
+    opt_out_keywords: Option<Vec<String>>,
+    opt_in_keywords: Option<Vec<String>>,
 }
 
 /// Reads and checks everything the sources name.
@@ -102,6 +104,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
         base_url: sources.base_url.clone(),
         rate: None,
         recipient_rate: None,
+        keywords: OptKeywords::default(),
     };
 
     let Some(path) = &sources.clients_file else {
@@ -211,6 +214,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 ));
             }
         };
+        let keywords = opt_keywords(&spec, &field)?;
         accounts.insert(
             account.clone(),
             AccountSpec {
@@ -219,6 +223,7 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
                 base_url,
                 rate,
                 recipient_rate,
+                keywords,
             },
         );
     }
@@ -251,6 +256,45 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
         accounts,
     };
     Ok((spec, Fingerprint(fingerprint.finalize().into())))
+}
+
+/// An account's `opt_out_keywords` and `opt_in_keywords`, each the default when absent: words or
+/// short phrases, none in both lists.
+fn opt_keywords(
+    spec: &FileAccount,
+    field: &dyn Fn(&str) -> String,
+) -> Result<OptKeywords, PolicyError> {
+    let read = |name: &str, given: &Option<Vec<String>>, default: BTreeSet<String>| {
+        let Some(given) = given else {
+            return Ok(default);
+        };
+        given
+            .iter()
+            .map(|keyword| {
+                let keyword = keyword.trim().to_lowercase();
+                if keyword.is_empty() || keyword.chars().count() > 64 {
+                    Err(problem(
+                        field(name),
+                        "each keyword is 1 to 64 characters (compared trimmed, without case)",
+                    ))
+                } else {
+                    Ok(keyword)
+                }
+            })
+            .collect()
+    };
+    let defaults = OptKeywords::default();
+    let keywords = OptKeywords {
+        opt_out: read("opt_out_keywords", &spec.opt_out_keywords, defaults.opt_out)?,
+        opt_in: read("opt_in_keywords", &spec.opt_in_keywords, defaults.opt_in)?,
+    };
+    if let Some(both) = keywords.opt_out.intersection(&keywords.opt_in).next() {
+        return Err(problem(
+            field("opt_in_keywords"),
+            format!("{both:?} is also in opt_out_keywords: a keyword opts out or in, not both"),
+        ));
+    }
+    Ok(keywords)
 }
 
 fn check_some_caller(none: bool, anonymous: bool, source: &str) -> Result<(), PolicyError> {

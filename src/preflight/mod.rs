@@ -11,7 +11,6 @@
 
 use std::{
     collections::HashMap,
-    str::FromStr,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -39,28 +38,9 @@ const MAX_REDIRECTS: usize = 5;
 /// Cached results at most; beyond it the oldest half goes.
 const MAX_CACHED: usize = 10_000;
 
-/// `RELAY_MEDIA_PREFLIGHT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Off,
-    /// Check, and tell the caller in the answer, but send anyway.
-    Warn,
-    /// Check, and refuse the message (422) when the check fails.
-    Enforce,
-}
-
-impl FromStr for Mode {
-    type Err = &'static str;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value {
-            "off" => Ok(Self::Off),
-            "warn" => Ok(Self::Warn),
-            "enforce" => Ok(Self::Enforce),
-            _ => Err("must be off, warn or enforce"),
-        }
-    }
-}
+/// `RELAY_MEDIA_PREFLIGHT`: off, warn (check, tell the caller in the answer, send anyway) or
+/// enforce (refuse the message, 422, when the check fails).
+pub use crate::Enforcement as Mode;
 
 /// Why a link failed its check: the `code` of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Span, error, warn};
 
-use super::{Error, Relay, SendResponse};
+use super::{Error, Relay, SendResponse, Warning};
 use crate::{
     idempotency::{self, Answer, Claim},
     message::Message,
     policy::{self, Account},
-    preflight::MediaProblem,
     qikchat,
     webhooks::Owner,
 };
@@ -24,7 +23,7 @@ impl Relay {
         self: Arc<Self>,
         sender: Sender,
         message: Message,
-        warnings: Vec<MediaProblem>,
+        warnings: Vec<Warning>,
         claim: Option<Claim>,
         request_id: String,
         _in_flight: InFlight,

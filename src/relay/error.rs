@@ -45,6 +45,13 @@ pub enum Error {
     /// The send's task failed (a bug): logged where it happened.
     #[error("the send task failed")]
     Internal,
+    /// A free-form message to a customer whose window is known closed
+    /// (`RELAY_CUSTOMER_WINDOW=enforce`): WhatsApp would take it and fail it later.
+    #[error("{0}")]
+    OutsideCustomerWindow(String),
+    /// The opt-out list cannot be read: refused rather than sent to someone who may have said STOP.
+    #[error("the opt-out list is unreachable")]
+    OptOutsUnavailable,
 }
 
 impl Error {
@@ -56,6 +63,11 @@ impl Error {
             Self::CallerOverloaded { .. } => Some("caller_in_flight"),
             Self::Draining => Some("draining"),
             Self::Refused(Refusal::Limited { rule, .. }) => Some(Rule::as_str(*rule)),
+            Self::Refused(Refusal::Forbidden {
+                rule: Rule::OptedOut,
+                ..
+            }) => Some("opted_out"),
+            Self::OutsideCustomerWindow(_) => Some("outside_customer_window"),
             Self::Qikchat(qikchat::Error::RateLimited { .. }) => Some("rate_limited"),
             _ => None,
         }

@@ -21,6 +21,7 @@ use tracing::{Instrument, Span, error};
 use utoipa::ToSchema;
 
 mod call;
+mod conversation;
 mod error;
 
 pub use error::Error;
@@ -46,10 +47,39 @@ pub struct SendResponse {
     /// Always `queued`: Qikchat accepted the message; delivery comes later.
     #[schema(examples("queued"))]
     pub status: String,
-    /// Media links that failed their preflight check (`RELAY_MEDIA_PREFLIGHT=warn`): the message
-    /// was sent, but Qikchat will probably fail to deliver it.
+    /// What the relay found that may stop the message on its way, though it was sent: media
+    /// links that failed their check (`RELAY_MEDIA_PREFLIGHT=warn`), a customer-service window
+    /// known closed (`RELAY_CUSTOMER_WINDOW=warn`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<MediaProblem>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Something the relay found that did not stop the send but may stop its delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Warning {
+    /// The field it is about: `link`, `template.header.link`, or `type` for the window.
+    #[schema(examples("type"))]
+    pub field: String,
+    /// `media_unreachable`, `media_type_not_supported`, `media_too_large` (a link failed its
+    /// check) or `outside_customer_window` (the customer has not written within the window, so
+    /// WhatsApp will deliver only a template). A string, not an enum: new codes may come.
+    #[schema(examples("outside_customer_window"))]
+    pub code: String,
+    /// What was found.
+    #[schema(examples(
+        "the customer last wrote at 2026-12-02T09:12:44.120Z, longer ago than the customer-service window; WhatsApp delivers only a template message now; the message was sent, and will probably fail"
+    ))]
+    pub detail: String,
+}
+
+impl From<MediaProblem> for Warning {
+    fn from(problem: MediaProblem) -> Self {
+        Self {
+            field: problem.field,
+            code: problem.code.as_str().to_owned(),
+            detail: problem.detail,
+        }
+    }
 }
 
 /// How a send is to be made, besides the message.
@@ -102,6 +132,8 @@ pub struct Relay {
     pub store: Store,
     /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
     pub owner_ttl: Duration,
+    /// The customer-service window's length and how it holds sends (`RELAY_CUSTOMER_WINDOW`).
+    pub conversation: crate::conversation::Settings,
     /// How an error that may have reached Qikchat is kept under its key, as its caller is
     /// answered (and will be again): `http::error::stored_answer`, problem+json. The pipeline
     /// itself knows no HTTP.
@@ -145,9 +177,11 @@ impl Relay {
         options: Options,
         attempt: &mut SendAttempt,
     ) -> Result<Outcome, Error> {
-        // What the caller may not send is refused before anything else happens.
+        // What the caller may not send is refused before anything else happens, and so is what
+        // the customer refused (an opt-out) or WhatsApp would fail (outside the window).
         caller.rules.permit(&message)?;
         let account = caller.account()?;
+        let window_warning = self.hold_by_conversation(caller, &message).await?;
         // From here to its answer the send counts towards the caller's own limit, link check
         // included, so one caller's hanging links fill only its own slots.
         let slot = match caller.rules.max_in_flight {
@@ -196,10 +230,14 @@ impl Relay {
         // the rate and quota it used: the relay did fetch for it, and the caller's rate is what
         // bounds how many fetches it can cause (given back, a caller could have bad or hanging
         // links checked without end).
-        let warnings = self.preflight.check(&message).await;
-        if !warnings.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
-            return Err(self.release(claim, Error::Media(warnings)).await);
+        let media = self.preflight.check(&message).await;
+        if !media.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
+            return Err(self.release(claim, Error::Media(media)).await);
         }
+        let warnings = window_warning
+            .into_iter()
+            .chain(media.into_iter().map(Warning::from))
+            .collect();
 
         // The relay may have begun draining or filled up during the check: then nothing is
         // sent, and the key is free for a retry. A drain waits for the permits of sends that

@@ -12,12 +12,12 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::{Delivery, Error, Event, Kind, NewDelivery, Owner, Store, event};
+use super::{Delivery, Error, Event, Kind, NewDelivery, OptChange, OptOutHow, Owner, Store, event};
 use crate::{
     config::WebhookSettings,
     message::Recipient,
     metric,
-    policy::{InboundFilter, Live},
+    policy::{InboundFilter, Live, OptKeywords},
 };
 
 /// How many events or deliveries one pass takes.
@@ -104,6 +104,11 @@ impl Webhooks {
             }
         };
         for (handle, event) in events {
+            // Before its deliveries: an event routed is one the conversation has seen.
+            if let Err(e) = self.observe(&event).await {
+                warn!(error = %e, "the conversation could not be updated; the event will be routed later");
+                continue;
+            }
             let deliveries = match self.deliveries(&event).await {
                 Ok(deliveries) => deliveries,
                 Err(e) => {
@@ -123,6 +128,50 @@ impl Webhooks {
                 }
             }
         }
+    }
+
+    /// What `event` tells of the conversation ([`Store::observe`]): the account is watched; a
+    /// customer's message opens their window, and one of the account's keywords opts them out or
+    /// in. Timed by the event's arrival, so that routing it again changes nothing.
+    async fn observe(&self, event: &Event) -> Result<(), Error> {
+        let customer = match event.kind {
+            Kind::Inbound => event::customer(event),
+            Kind::Status => None,
+        };
+        let change = customer.as_ref().and(event::text(event)).and_then(|text| {
+            let policy = self.policy.current();
+            let keywords = policy
+                .accounts
+                .get(&event.account)
+                .map(|a| &a.spec.keywords);
+            let opted_out = match keywords {
+                Some(keywords) => keywords.change(text),
+                None => OptKeywords::default().change(text),
+            }?;
+            Some(OptChange {
+                opted_out,
+                how: OptOutHow::Keyword,
+                at_ms: event.received_at_ms,
+            })
+        });
+        self.store
+            .observe(
+                &event.account,
+                event.received_at_ms,
+                customer.as_ref().map(|customer| (customer, change)),
+            )
+            .await?;
+        if let Some(change) = change {
+            let direction = if change.opted_out {
+                "opt_out"
+            } else {
+                "opt_in"
+            };
+            metrics::counter!(metric::OPT_OUT_CHANGES_TOTAL, "change" => direction, "how" => "keyword")
+                .increment(1);
+            info!(account = %event.account, change = direction, "a customer's keyword changed their place on the opt-out list");
+        }
+        Ok(())
     }
 
     /// Who gets `event`: for a status, the caller that sent the message; for a customer's

@@ -19,7 +19,8 @@ use std::{sync::Arc, time::Duration};
 use crate::message::Recipient;
 
 pub use store::{
-    DeadLetter, Delivery, Error, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner,
+    CustomerFacts, DeadLetter, Delivery, Error, Event, Ingested, Kind, LatestStatus, NewDelivery,
+    OptChange, OptOut, OptOutHow, Owner,
 };
 
 /// Where events live: this machine's disk, or Redis for every replica.
@@ -151,5 +152,43 @@ impl Store {
     /// The latest status received for a message, if any.
     pub async fn latest_status(&self, message_id: &str) -> Result<Option<LatestStatus>, Error> {
         dispatch!(self, s => s.latest_status(message_id).await)
+    }
+
+    /// Records an event of `account` received at `at_ms`: the account is watched from its first
+    /// event on; for a customer's message, when they wrote, and the change of their place on the
+    /// opt-out list that their words make, if any. Safe to repeat (events are routed at least
+    /// once): the earliest and latest times are kept, and an older change never undoes a newer.
+    pub async fn observe(
+        &self,
+        account: &str,
+        at_ms: u64,
+        inbound: Option<(&Recipient, Option<OptChange>)>,
+    ) -> Result<(), Error> {
+        dispatch!(self, s => s.observe(account, at_ms, inbound).await)
+    }
+
+    /// What is known of `customer`'s conversation with `account`, in one read.
+    pub async fn customer_facts(
+        &self,
+        account: &str,
+        customer: &Recipient,
+    ) -> Result<CustomerFacts, Error> {
+        dispatch!(self, s => s.customer_facts(account, customer).await)
+    }
+
+    /// The customers on `account`'s opt-out list, the latest first, at most `limit`.
+    pub async fn opt_outs(&self, account: &str, limit: usize) -> Result<Vec<OptOut>, Error> {
+        dispatch!(self, s => s.opt_outs(account, limit).await)
+    }
+
+    /// Applies `change` as [`Store::observe`] would, and answers the customer's place now: on the
+    /// list (since when, how) or not.
+    pub async fn change_opt_out(
+        &self,
+        account: &str,
+        customer: &Recipient,
+        change: OptChange,
+    ) -> Result<Option<OptOut>, Error> {
+        dispatch!(self, s => s.change_opt_out(account, customer, change).await)
     }
 }

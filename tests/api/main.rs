@@ -2,6 +2,7 @@
 //! One binary, one module per feature; `helpers` starts everything.
 
 mod auth;
+mod conversation;
 mod dashboards;
 mod errors;
 mod fairness;

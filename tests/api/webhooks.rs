@@ -44,7 +44,7 @@ async fn relay(dir: &TempDir, subscriber: &MockServer, extra: &[(&str, &str)]) -
     relay_with_callers(dir, &callers_file(subscriber), extra).await
 }
 
-async fn relay_with_callers(dir: &TempDir, callers: &str, extra: &[(&str, &str)]) -> TestApp {
+pub async fn relay_with_callers(dir: &TempDir, callers: &str, extra: &[(&str, &str)]) -> TestApp {
     let file = dir.write("clients.toml", callers);
     let data = dir.0.join("data");
     let mut settings = vec![
@@ -69,7 +69,7 @@ pub fn inbound_event(id: &str, text: &str) -> Value {
     inbound_from(RECIPIENT, id, text)
 }
 
-fn inbound_from(number: &str, id: &str, text: &str) -> Value {
+pub fn inbound_from(number: &str, id: &str, text: &str) -> Value {
     json!({"message": {"event": "whatsapp:message:in", "payload": {
         "id": id, "contacts": [{"to": number, "profile": {"name": "Asha"}}],
         "message": {"type": "text", "text": {"body": text}}}}})

@@ -67,6 +67,8 @@ impl From<&relay::Error> for ApiError {
             Error::Media(problems) => Self::Media(problems.clone()),
             Error::Qikchat(e) => e.into(),
             Error::Internal => Self::Internal,
+            Error::OutsideCustomerWindow(detail) => Self::OutsideCustomerWindow(detail.clone()),
+            Error::OptOutsUnavailable => Self::ConversationUnavailable,
         }
     }
 }

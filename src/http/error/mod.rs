@@ -104,6 +104,13 @@ pub enum ApiError {
     OwnersUnavailable,
     #[error("internal error")]
     Internal,
+    /// A free-form message outside the customer's known-closed window (`RELAY_CUSTOMER_WINDOW=enforce`).
+    #[error("{0}")]
+    OutsideCustomerWindow(String),
+    /// The conversation store (windows, opt-outs) cannot be read: a send is refused rather than
+    /// sent to someone who may have opted out.
+    #[error("the relay's conversation store (windows, opt-outs) is unreachable; nothing was sent")]
+    ConversationUnavailable,
 }
 
 /// An RFC 9457 problem document, the body of every error.
@@ -128,7 +135,8 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// The setting of the callers file that refused the request: for `forbidden`, `types`,
-    /// `templates`, `destinations` or `account`; for `rate_limited`, `rate_per_minute`,
+    /// `templates`, `destinations`, `account`, or `opted_out` (the customer is on the account's
+    /// opt-out list); for `rate_limited`, `rate_per_minute`,
     /// `daily_quota`, `rate_per_second` or `recipient_interval_ms` (absent when Qikchat itself
     /// was rate limiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,9 +154,10 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Invalid(_) | Self::RejectedByQikchat(_) | Self::Media(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::Invalid(_)
+            | Self::RejectedByQikchat(_)
+            | Self::Media(_)
+            | Self::OutsideCustomerWindow(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable
@@ -159,9 +168,10 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
             Self::IdempotencyKeyInFlight => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::StoreUnavailable | Self::LimitsUnavailable | Self::OwnersUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::StoreUnavailable
+            | Self::LimitsUnavailable
+            | Self::OwnersUnavailable
+            | Self::ConversationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -190,10 +200,12 @@ impl ApiError {
             Self::UpstreamTimeout | Self::OutcomeUnknown => "upstream_timeout",
             Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::StoreUnavailable | Self::LimitsUnavailable | Self::OwnersUnavailable => {
-                "upstream_unavailable"
-            }
+            Self::StoreUnavailable
+            | Self::LimitsUnavailable
+            | Self::OwnersUnavailable
+            | Self::ConversationUnavailable => "upstream_unavailable",
             Self::Internal => "internal_error",
+            Self::OutsideCustomerWindow(_) => "outside_customer_window",
         }
     }
 
@@ -208,6 +220,7 @@ impl ApiError {
             | Self::StoreUnavailable
             | Self::LimitsUnavailable
             | Self::OwnersUnavailable
+            | Self::ConversationUnavailable
             | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),
             _ => None,
         }
@@ -229,6 +242,9 @@ impl ApiError {
                     .iter()
                     .map(|p| FieldError::new(p.field.clone(), p.detail.clone()))
                     .collect(),
+                Self::OutsideCustomerWindow(detail) => {
+                    vec![FieldError::new("type", detail.clone())]
+                }
                 _ => Vec::new(),
             },
             rule: match self {

@@ -14,7 +14,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
     http::error::{ApiError, Problem},
-    http::routes::{health, messages, send, webhooks},
+    http::routes::{conversation, health, messages, send, webhooks},
     http::state::AppState,
     message::FieldError,
     policy::Rule,
@@ -36,6 +36,10 @@ use crate::{
     paths(
         send::send,
         messages::status,
+        conversation::window,
+        conversation::list,
+        conversation::add,
+        conversation::remove,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -47,6 +51,12 @@ use crate::{
         Problem,
         FieldError,
         crate::relay::SendResponse,
+        crate::relay::Warning,
+        crate::conversation::WindowState,
+        conversation::OptOutList,
+        conversation::OptOutState,
+        crate::webhooks::OptOut,
+        crate::webhooks::OptOutHow,
         MessageStatus,
         health::Health,
         webhooks::Received,
@@ -57,6 +67,7 @@ use crate::{
     modifiers(&Security, &SendExamples, &ProblemExamples),
     tags(
         (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "conversation", description = "The opt-out lists of the accounts, for operators (`RELAY_ADMIN_TOKEN`). A customer who writes an opt-out keyword (`STOP`, `UNSUBSCRIBE` by default) is put on the list; an opt-in keyword (`START`) takes them off. Sends to a customer on the list are refused (403 `forbidden`, rule `opted_out`) unless the caller has `ignore_opt_out`."),
         (name = "operations", description = "Health, readiness and metrics for orchestrators"),
         (name = "webhooks", description = "Qikchat's webhooks, received and passed on to subscribers. What a subscriber receives is the `WebhookEvent` schema, `POST`ed as JSON with the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the subscriber's `whsec_` secret, base64-decoded)."),
     )

@@ -2,6 +2,7 @@
 //! within its limits, and [`JsonBody`], the body extractor whose rejections speak problem+json
 //! like every other error.
 
+pub mod conversation;
 pub mod docs;
 pub mod health;
 pub mod messages;

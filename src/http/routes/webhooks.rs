@@ -258,23 +258,11 @@ fn enabled(state: &AppState) -> Result<&Arc<Webhooks>> {
     state.webhooks.as_ref().ok_or_else(not_found)
 }
 
-/// The operator's endpoints want `Authorization: Bearer <RELAY_ADMIN_TOKEN>`, checked first:
-/// without it, nobody learns even whether webhooks are on.
+/// The dead-letter endpoints: the operator's token first (nobody else learns even whether
+/// webhooks are on), then webhooks on.
 fn admin<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Arc<Webhooks>> {
-    let expected = state
-        .webhooks
-        .as_ref()
-        .and_then(|hooks| hooks.settings.admin_token_sha256);
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| credentials(v, "bearer"))
-        .map(|token| digest(token.as_bytes()));
-    match (expected, presented) {
-        (Some(expected), Some(presented)) if bool::from(expected.ct_eq(&presented)) => {
-            enabled(state)
-        }
-        _ => Err(ApiError::Unauthorized),
-    }
+    crate::http::auth::admin(state, headers)?;
+    enabled(state)
 }
 
 fn not_found() -> ApiError {

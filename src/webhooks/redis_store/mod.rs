@@ -26,6 +26,9 @@
 //! - `owner:<message id>`: who sent a message (JSON), for the TTL given.
 //! - `last-sender:<account>:<pseudonym of a number>`: the caller that last sent to that number,
 //!   for the same TTL.
+//! - `watched:<account>`: when the account's first event arrived; `window:<account>:<pseudonym>`:
+//!   when the customer last wrote (90 days); `opt-outs:<account>`: a hash, pseudonym to
+//!   `{masked, opted_out, how, at}`, the account's opt-out list (`conversation.rs`).
 //!
 //! Every step is one Lua script (or one command), on Redis's clock (`TIME`): two replicas never
 //! both take the same step. The scripts build their keys from the prefix (`ARGV[1]`) rather than
@@ -37,6 +40,7 @@
 //! (owners, last senders, latest statuses). Each script is a `.lua` file beside them, run after
 //! `preamble.lua` (see `script`).
 
+mod conversation;
 mod deliveries;
 mod events;
 mod messages;

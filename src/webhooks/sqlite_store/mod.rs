@@ -14,6 +14,7 @@
 //! room), `deliveries.rs` (claim, deliver, fail, dead letters) and `messages.rs` (owners, last
 //! senders, latest statuses).
 
+mod conversation;
 mod deliveries;
 mod events;
 mod messages;

@@ -52,3 +52,23 @@ CREATE TABLE IF NOT EXISTS latest_statuses (
 );
 CREATE INDEX IF NOT EXISTS latest_statuses_expiry ON latest_statuses (updated_at);
 CREATE INDEX IF NOT EXISTS latest_statuses_event ON latest_statuses (event_seq);
+CREATE TABLE IF NOT EXISTS customer_windows (
+    account TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    last_inbound_at INTEGER NOT NULL,
+    PRIMARY KEY (account, customer)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS customer_windows_age ON customer_windows (last_inbound_at);
+CREATE TABLE IF NOT EXISTS watched_accounts (
+    account TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS opt_outs (
+    account TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    masked TEXT NOT NULL,
+    opted_out INTEGER NOT NULL,
+    how TEXT NOT NULL,
+    changed_at INTEGER NOT NULL,
+    PRIMARY KEY (account, customer)
+) WITHOUT ROWID;
