@@ -8,13 +8,75 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{
-    Enforcement,
-    webhooks::{CustomerFacts, store::rfc3339_ms},
-};
+use crate::{Enforcement, rfc3339_ms};
+
+/// What the store knows of one customer's conversation with an account: when they last wrote,
+/// since when the account's webhooks have been received, and whether they opted out. [`Settings::window`]
+/// says what it means for a send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerFacts {
+    /// When the customer last wrote to the account (ms since the Unix epoch).
+    pub last_inbound_ms: Option<u64>,
+    /// When the first event of the account reached the relay: from then on, a customer who
+    /// wrote would have been seen.
+    pub watched_since_ms: Option<u64>,
+    /// Set while the customer is on the account's opt-out list.
+    pub opt_out: Option<OptOut>,
+}
+
+/// A customer on an account's opt-out list, as operators see it: the number masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OptOut {
+    /// The customer's number, masked (`+91******8080`): the relay keeps no number.
+    #[schema(examples("+91******8080"))]
+    pub customer: String,
+    /// When they were put on the list, RFC 3339.
+    #[schema(examples("2026-12-04T10:15:02.123Z"))]
+    pub since: String,
+    pub how: OptOutHow,
+}
+
+/// How a customer came on the opt-out list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OptOutHow {
+    /// They wrote one of the account's `opt_out_keywords`.
+    Keyword,
+    /// An operator put them on it (`PUT /opt-outs/{number}`).
+    Admin,
+}
+
+impl OptOutHow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keyword => "keyword",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The stored form back; anything else reads as `admin`, the cautious answer.
+    pub fn parse(stored: &str) -> Self {
+        if stored == "keyword" {
+            Self::Keyword
+        } else {
+            Self::Admin
+        }
+    }
+}
+
+/// A change of a customer's place on the opt-out list, made at `at_ms`. The latest change wins,
+/// whatever order they reach the store in (events are routed at least once, replicas race): a
+/// change older than the one in force is dropped, and so is one that changes nothing (a second
+/// STOP keeps the first one's date).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptChange {
+    pub opted_out: bool,
+    pub how: OptOutHow,
+    pub at_ms: u64,
+}
 
 /// `RELAY_CUSTOMER_WINDOW` and `RELAY_CUSTOMER_WINDOW_S`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

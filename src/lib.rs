@@ -77,6 +77,13 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// `ms` since the Unix epoch in RFC 3339 with milliseconds, as the relay writes every time a
+/// caller reads.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// Locks `mutex`, ignoring poison: the relay's one way to take a lock. Every lock here guards
 /// state that each update changes in one step (a table entry, a count, a remembered error) or a
 /// database connection whose transaction rolls back on its own, so a panic while holding it

@@ -12,9 +12,10 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::{Delivery, Error, Event, Kind, NewDelivery, OptChange, OptOutHow, Owner, Store, event};
+use super::{Delivery, Error, Event, Kind, NewDelivery, Owner, Store, event};
 use crate::{
     config::WebhookSettings,
+    conversation::{OptChange, OptOutHow},
     message::Recipient,
     metric,
     policy::{InboundFilter, Live, OptKeywords},

@@ -16,11 +16,13 @@ pub use fanout::Webhooks;
 
 use std::{sync::Arc, time::Duration};
 
-use crate::message::Recipient;
+use crate::{
+    conversation::{CustomerFacts, OptChange, OptOut},
+    message::Recipient,
+};
 
 pub use store::{
-    CustomerFacts, DeadLetter, Delivery, Error, Event, Ingested, Kind, LatestStatus, NewDelivery,
-    OptChange, OptOut, OptOutHow, Owner,
+    DeadLetter, Delivery, Error, Event, Ingested, Kind, LatestStatus, NewDelivery, Owner,
 };
 
 /// Where events live: this machine's disk, or Redis for every replica.

@@ -13,7 +13,7 @@ use tracing::{Span, error, info};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    conversation::WindowState,
+    conversation::{OptChange, OptOut, OptOutHow, WindowState},
     http::{
         auth::admin,
         error::{ApiError, Result},
@@ -22,7 +22,6 @@ use crate::{
     message::{FieldError, Recipient},
     metric,
     policy::{Caller, DEFAULT_ACCOUNT},
-    webhooks::{OptChange, OptOut, OptOutHow},
 };
 
 /// The most opt-outs one list answer holds.

@@ -8,11 +8,10 @@ use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
 use crate::{
+    conversation::{CustomerFacts, OptChange, OptOut, OptOutHow},
     message::Recipient,
-    webhooks::{
-        Error,
-        store::{CustomerFacts, OptChange, OptOut, OptOutHow, rfc3339_ms},
-    },
+    rfc3339_ms,
+    webhooks::Error,
 };
 
 /// How long a customer's last message is kept: long after every window has closed. Past it the
