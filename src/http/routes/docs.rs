@@ -18,7 +18,7 @@ use crate::{
     http::state::AppState,
     message::FieldError,
     policy::Rule,
-    qikchat::MessageStatus,
+    qikchat::{FailureReason, MessageStatus},
     webhooks::{
         DeadLetter,
         event::{WebhookData, WebhookEvent},
@@ -48,6 +48,7 @@ use crate::{
         FieldError,
         crate::relay::SendResponse,
         MessageStatus,
+        FailureReason,
         health::Health,
         webhooks::Received,
         DeadLetter,
