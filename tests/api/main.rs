@@ -4,6 +4,7 @@
 mod auth;
 mod dashboards;
 mod errors;
+mod failure_reasons;
 mod fairness;
 mod helpers;
 mod hostile;
