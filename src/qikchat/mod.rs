@@ -6,7 +6,8 @@
 //!
 //! The parts: `body` writes Qikchat's request from a [`Message`], `transport` makes one exchange
 //! (the key sent, connection failures retried, the answer read bounded), `answer` says what the
-//! answer means, and `withhold` keeps the key out of any of Qikchat's text that goes on.
+//! answer means, `failure` reads why a message failed from a status, and `withhold` keeps the
+//! key out of any of Qikchat's text that goes on.
 
 use std::time::{Duration, Instant};
 
