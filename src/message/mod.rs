@@ -35,7 +35,19 @@ impl FieldError {
 pub struct Message {
     pub to: Recipient,
     pub content: Content,
+    /// The caller's own id for the message ([`REFERENCE_RULE`]): never sent to Qikchat, kept
+    /// with the sender's record so that status reads and status webhooks can name it.
+    pub reference: Option<String>,
 }
+
+/// The most characters a `reference` may have.
+pub const MAX_REFERENCE_CHARS: usize = 128;
+
+/// What a `reference` may be, as error messages and the OpenAPI document say it: printable ASCII
+/// only, so that it survives every header, log line and client it is copied into unchanged, and
+/// no look-alike or invisible character makes two references that read the same differ.
+pub const REFERENCE_RULE: &str =
+    "must be 1 to 128 printable ASCII characters (space to ~), not only spaces";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {

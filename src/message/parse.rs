@@ -4,11 +4,15 @@ use serde_json::Value;
 
 use super::json::{Errors, Need, Obj};
 use super::template::parse_template;
-use super::{Content, FieldError, MediaKind, Message, MessageType, Recipient, whatsapp};
+use super::{
+    Content, FieldError, MAX_REFERENCE_CHARS, MediaKind, Message, MessageType, REFERENCE_RULE,
+    Recipient, whatsapp,
+};
 
-const TOP_LEVEL_FIELDS: [&str; 11] = [
+const TOP_LEVEL_FIELDS: [&str; 12] = [
     "to",
     "type",
+    "reference",
     "text",
     "preview_url",
     "link",
@@ -55,8 +59,8 @@ impl Message {
             if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
                 errors.add(key.clone(), "is not a known field");
             } else if let Some(t) = message_type {
-                let belongs =
-                    matches!(key.as_str(), "to" | "type") || t.fields().contains(&key.as_str());
+                let belongs = matches!(key.as_str(), "to" | "type" | "reference")
+                    || t.fields().contains(&key.as_str());
                 // A generated client sends every unset optional field as null; only values count.
                 if !belongs && !value.is_null() {
                     errors.add(key.clone(), format!("is not a field of type {t}"));
@@ -64,11 +68,36 @@ impl Message {
             }
         }
 
+        let reference = parse_reference(root.get("reference"), &mut errors);
         let content = message_type.and_then(|t| parse_content(t, &root, &mut errors));
         match (to, content) {
-            (Some(to), Some(content)) if errors.0.is_empty() => Ok(Self { to, content }),
+            (Some(to), Some(content)) if errors.0.is_empty() => Ok(Self {
+                to,
+                content,
+                reference,
+            }),
             _ => Err(errors.into_vec()),
         }
+    }
+}
+
+/// The caller's `reference`, when it gave one (`null` is none): [`REFERENCE_RULE`]. Unlike
+/// Qikchat's optional fields, an empty one is refused rather than dropped: it is the caller's own
+/// id, and an id that silently went missing would make its statuses unmatchable.
+fn parse_reference(value: Option<&Value>, errors: &mut Errors) -> Option<String> {
+    let Some(Value::String(reference)) = value else {
+        if value.is_some() {
+            errors.add("reference", REFERENCE_RULE);
+        }
+        return None;
+    };
+    let printable = reference.bytes().all(|b| matches!(b, b' '..=b'~'));
+    let visible = reference.bytes().any(|b| b != b' ');
+    if printable && visible && reference.len() <= MAX_REFERENCE_CHARS {
+        Some(reference.clone())
+    } else {
+        errors.add("reference", REFERENCE_RULE);
+        None
     }
 }
 

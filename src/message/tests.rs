@@ -213,3 +213,39 @@ fn template_headers_take_the_fields_of_their_type() {
         ]
     );
 }
+
+#[test]
+fn a_reference_is_one_to_128_printable_ascii_characters_on_every_type_and_null_is_none() {
+    let text = |reference: Value| json!({"to": "+918080808080", "type": "text", "text": "Hi", "reference": reference});
+    let ok = |reference: Value| Message::parse(&text(reference)).map(|m| m.reference);
+    assert_eq!(ok(json!("invoice-42")), Ok(Some("invoice-42".to_owned())));
+    assert_eq!(ok(json!(" a b ")), Ok(Some(" a b ".to_owned())));
+    assert_eq!(ok(json!("~".repeat(128))), Ok(Some("~".repeat(128))));
+    assert_eq!(ok(Value::Null), Ok(None));
+    assert_eq!(
+        Message::parse(&json!({"to": "+918080808080", "type": "text", "text": "Hi"}))
+            .map(|m| m.reference),
+        Ok(None)
+    );
+    for bad in [
+        json!(""),
+        json!("   "),
+        json!("x".repeat(129)),
+        json!("tab\there"),
+        json!("new\nline"),
+        json!("nul\u{0}"),
+        json!("del\u{7f}"),
+        json!("zero\u{200b}width"),
+        json!("caf\u{e9}"),
+        json!(42),
+        json!(["a"]),
+    ] {
+        assert_eq!(fields(text(bad.clone())), ["reference"], "{bad}");
+    }
+    let audio = json!({"to": "+918080808080", "type": "audio",
+        "link": "https://cdn.example.com/a.ogg", "reference": "r-1"});
+    assert_eq!(
+        Message::parse(&audio).map(|m| m.reference),
+        Ok(Some("r-1".to_owned()))
+    );
+}

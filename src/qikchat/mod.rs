@@ -6,7 +6,8 @@
 //!
 //! The parts: `body` writes Qikchat's request from a [`Message`], `transport` makes one exchange
 //! (the key sent, connection failures retried, the answer read bounded), `answer` says what the
-//! answer means, and `withhold` keeps the key out of any of Qikchat's text that goes on.
+//! answer means, `failure` reads why a message failed from a status, and `withhold` keeps the
+//! key out of any of Qikchat's text that goes on.
 
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,12 @@ use crate::{message::Message, metric};
 
 mod answer;
 mod body;
+mod failure;
 mod transport;
 mod withhold;
 
 pub use body::send_body;
+pub use failure::FailureReason;
 pub(crate) use transport::error_chain;
 pub use withhold::WITHHELD;
 
@@ -82,6 +85,15 @@ pub struct MessageStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub updated_at: Option<String>,
+    /// The `reference` the sender gave with `POST /send`, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("invoice-2026-0042"))]
+    pub reference: Option<String>,
+    /// Why the message failed, when Qikchat's status says so (`errors[0]`, `error` or `reason`
+    /// in its payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<FailureReason>,
 }
 
 impl MessageStatus {
@@ -98,6 +110,9 @@ impl MessageStatus {
             delivered_at: text(details, "deliveredAt"),
             read_at: text(details, "readAt"),
             updated_at: text(details, "lastUpdatedAt"),
+            // Known to the relay, not to Qikchat: the caller of this sets it.
+            reference: None,
+            error: FailureReason::from_payload(payload),
         })
     }
 }
@@ -168,6 +183,15 @@ impl Upstream {
         }
     }
 
+    /// Replaces every text in `value` (a webhook's payload) that carries this account's key, in
+    /// any form, by [`WITHHELD`]: Qikchat's text that goes on to callers never carries it. The
+    /// sandbox has no key to withhold.
+    pub fn withhold_in(&self, value: &mut Value) {
+        if let Self::Live(qikchat) = self {
+            qikchat.withhold_in(value);
+        }
+    }
+
     pub async fn status(&self, id: &str) -> Result<MessageStatus, Error> {
         match self {
             Self::Live(qikchat) => {
@@ -185,6 +209,8 @@ impl Upstream {
                 delivered_at: None,
                 read_at: None,
                 updated_at: None,
+                reference: None,
+                error: None,
             }),
             Self::Sandbox => Err(Error::NotFound),
         }

@@ -2,6 +2,7 @@
 //! callers and logs as a fixed sentence instead.
 
 use secrecy::ExposeSecret;
+use serde_json::Value;
 use tracing::warn;
 
 use super::Qikchat;
@@ -24,6 +25,29 @@ impl Qikchat {
                 sentence.to_owned()
             }
             None => text.to_owned(),
+        }
+    }
+
+    /// [`Qikchat::passed_on`] for every string of a JSON value, object keys included.
+    pub(super) fn withhold_in(&self, value: &mut Value) {
+        match value {
+            Value::String(text) => {
+                if withheld(self.key_text.expose_secret(), text).is_some() {
+                    *text = self.passed_on(text);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| self.withhold_in(item)),
+            Value::Object(map) => {
+                let key = self.key_text.expose_secret();
+                if map.keys().any(|name| withheld(key, name).is_some()) {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(name, value)| (self.passed_on(&name), value))
+                        .collect();
+                }
+                map.values_mut().for_each(|item| self.withhold_in(item));
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
         }
     }
 }
@@ -86,6 +110,21 @@ mod properties {
             qikchat().passed_on("Template not approved"),
             "Template not approved"
         );
+    }
+
+    #[test]
+    fn every_text_of_a_payload_that_carries_the_key_is_withheld_and_the_rest_kept() {
+        let mut payload = serde_json::json!({"id": "m-1", "count": 3, "message": {
+            "status": "failed",
+            "errors": [{"code": 131047, "title": format!("bad key {}", KEY.to_uppercase())}]},
+            KEY: "a field named by the key"});
+        qikchat().withhold_in(&mut payload);
+        assert_eq!(payload["message"]["errors"][0]["title"], WITHHELD);
+        assert_eq!(payload["message"]["errors"][0]["code"], 131047);
+        assert_eq!(payload["message"]["status"], "failed");
+        assert_eq!(payload["id"], "m-1");
+        assert_eq!(payload[WITHHELD], "a field named by the key");
+        assert!(!payload.to_string().contains(&KEY[..KEY_RUN]));
     }
 
     proptest! {

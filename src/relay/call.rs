@@ -48,6 +48,7 @@ impl Relay {
             let owner = Owner {
                 caller: sender.caller.to_string(),
                 account: sender.account.spec.name.clone(),
+                reference: message.reference.clone(),
             };
             if let Err(e) = self
                 .store

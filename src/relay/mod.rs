@@ -296,7 +296,7 @@ impl Relay {
         message: &Message,
         attempt: &mut SendAttempt,
     ) -> Result<Result<Claim, Outcome>, Error> {
-        let normalised = serde_json::to_vec(&qikchat::send_body(message)).unwrap_or_default();
+        let normalised = normalised(message);
         let begun = self
             .idempotency
             .begin(&caller.name, key, &idempotency::fingerprint(&normalised))
@@ -332,5 +332,46 @@ impl Relay {
             self.idempotency.finish(claim, None).await;
         }
         e
+    }
+}
+
+/// What makes two sends "the same request" under one `Idempotency-Key`: Qikchat's body, then the
+/// caller's `reference` after a NUL byte. JSON never holds a raw NUL, so no body without a
+/// reference reads like one with it, and a body without a reference fingerprints exactly as it
+/// did before references existed: keys stored by an older relay still match after an upgrade.
+fn normalised(message: &Message) -> Vec<u8> {
+    let mut normalised = serde_json::to_vec(&qikchat::send_body(message)).unwrap_or_default();
+    if let Some(reference) = &message.reference {
+        normalised.push(0);
+        normalised.extend_from_slice(reference.as_bytes());
+    }
+    normalised
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_reference_changes_the_fingerprint_and_its_absence_leaves_it_as_it_was() {
+        let parse = |body| Message::parse(&body).unwrap_or_else(|e| panic!("{e:?}"));
+        let body = json!({"to": "+918080808080", "type": "text", "text": "Hi"});
+        let plain = parse(body.clone());
+        let before = serde_json::to_vec(&qikchat::send_body(&plain)).unwrap_or_default();
+        assert_eq!(
+            normalised(&plain),
+            before,
+            "the fingerprint of an older relay"
+        );
+        let with = |reference: &str| {
+            let mut body = body.clone();
+            body["reference"] = reference.into();
+            normalised(&parse(body))
+        };
+        assert_ne!(with("a"), before);
+        assert_ne!(with("a"), with("b"));
+        assert_eq!(with("a"), with("a"));
     }
 }

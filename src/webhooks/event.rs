@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{Event, Kind};
-use crate::message::Recipient;
+use crate::{message::Recipient, qikchat::FailureReason};
 
 /// Why a body is not an event the relay can take.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -111,25 +111,40 @@ pub struct WebhookData {
     /// Qikchat's event name.
     #[schema(examples("whatsapp:message:status"))]
     pub event: String,
-    /// Qikchat's payload, unchanged: every field it sent, known or not.
+    /// For `message.status`: the `reference` the sender gave with `POST /send`, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("invoice-2026-0042"))]
+    pub reference: Option<String>,
+    /// For `message.status`: why the message failed, when the status says so (`errors[0]`,
+    /// `error` or `reason` in Qikchat's payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<FailureReason>,
+    /// Qikchat's payload, unchanged but for any text that carried the relay's key (replaced by a
+    /// fixed sentence): every field it sent, known or not.
     #[schema(value_type = Object)]
     pub payload: Value,
 }
 
-/// A delivery's body: built from its event's JSON, or, for a delivery stored by an older relay
-/// (no event with it), the body it kept.
-pub fn delivery_body(event_json: Option<&str>, kept: &str) -> String {
+/// A delivery's body: built from its event's JSON and the reference the router stored with it,
+/// or, for a delivery stored by an older relay (no event with it), the body it kept.
+pub fn delivery_body(event_json: Option<&str>, kept: &str, reference: Option<&str>) -> String {
     match event_json.and_then(|json| serde_json::from_str::<Event>(json).ok()) {
-        Some(event) => body(&event),
+        Some(event) => body(&event, reference),
         None => kept.to_owned(),
     }
 }
 
-/// The body a subscriber receives for `event`, as JSON text (signed and sent as is).
-pub fn body(event: &Event) -> String {
-    let from = match event.kind {
-        Kind::Inbound => from(event).map(str::to_owned),
-        Kind::Status => None,
+/// The body a subscriber receives for `event`, as JSON text (signed and sent as is); a status
+/// names the sender's `reference` for the message, when it gave one.
+pub fn body(event: &Event, reference: Option<&str>) -> String {
+    let (from, reference, error) = match event.kind {
+        Kind::Inbound => (from(event).map(str::to_owned), None, None),
+        Kind::Status => (
+            None,
+            reference.map(str::to_owned),
+            FailureReason::from_payload(&event.payload),
+        ),
     };
     let kind = match event.kind {
         Kind::Status => "message.status",
@@ -142,6 +157,8 @@ pub fn body(event: &Event) -> String {
         from,
         account: event.account.clone(),
         event: event.event.clone(),
+        reference,
+        error,
         payload: event.payload.clone(),
     };
     serde_json::to_string(&WebhookEvent {
@@ -258,7 +275,7 @@ mod tests {
     }
 
     fn body_of(event: &Event) -> String {
-        body(event)
+        body(event, Some("not for an inbound message"))
     }
 
     #[test]

@@ -180,15 +180,20 @@ impl Webhooks {
     async fn deliveries(&self, event: &Event) -> Result<Vec<NewDelivery>, Error> {
         let policy = self.policy.current();
         let callers = policy.callers.iter().map(|(_, rules)| rules);
-        let delivery = |caller: &str, url: &url::Url, order: &str| NewDelivery {
-            id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            caller: caller.to_owned(),
-            url: url.to_string(),
-            order_key: format!("{caller}:{order}"),
-        };
+        let delivery =
+            |caller: &str, url: &url::Url, order: &str, reference: Option<&String>| NewDelivery {
+                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                caller: caller.to_owned(),
+                url: url.to_string(),
+                order_key: format!("{caller}:{order}"),
+                reference: reference.cloned(),
+            };
         match event.kind {
             Kind::Status => {
-                let Some(Owner { caller, .. }) = self.store.owner(&event.message_id).await? else {
+                let Some(Owner {
+                    caller, reference, ..
+                }) = self.store.owner(&event.message_id).await?
+                else {
                     debug!(qikchat_id = %event.message_id, "a status for a message the relay did not send, or no longer remembers");
                     return Ok(Vec::new());
                 };
@@ -196,7 +201,12 @@ impl Webhooks {
                     .filter(|rules| *rules.name == *caller)
                     .filter_map(|rules| {
                         let url = rules.webhooks.as_ref()?.statuses.as_ref()?;
-                        Some(delivery(&caller, url, &event.message_id))
+                        Some(delivery(
+                            &caller,
+                            url,
+                            &event.message_id,
+                            reference.as_ref(),
+                        ))
                     })
                     .collect())
             }
@@ -229,7 +239,7 @@ impl Webhooks {
                         let replies_to_caller = last_sender.as_deref() == Some(*caller);
                         filter.wants(first_word.as_deref(), replies_to_caller)
                     })
-                    .map(|(caller, url, _)| delivery(caller, url, &order))
+                    .map(|(caller, url, _)| delivery(caller, url, &order, None))
                     .collect())
             }
         }

@@ -80,6 +80,9 @@ pub struct NewDelivery {
     pub url: String,
     /// Deliveries with the same key go out one at a time, oldest first: caller + message id.
     pub order_key: String,
+    /// For a status: the `reference` its sender gave, known when it is routed (the sender's
+    /// record may expire before the last retry) and put in the body on every attempt.
+    pub reference: Option<String>,
 }
 
 /// A delivery claimed by [`Store::due`].
@@ -126,6 +129,10 @@ pub struct LatestStatus {
 pub struct Owner {
     pub caller: String,
     pub account: String,
+    /// The caller's own id for the message, when it gave one: named again in its status reads
+    /// and status webhooks. Absent from records made by an older relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// What [`Store::ingest`] did.

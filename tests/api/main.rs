@@ -5,6 +5,7 @@ mod auth;
 mod conversation;
 mod dashboards;
 mod errors;
+mod failure_reasons;
 mod fairness;
 mod helpers;
 mod hostile;

@@ -95,6 +95,8 @@ fn delivery(id: &str, order_key: &str) -> NewDelivery {
         caller: "billing".to_owned(),
         url: "https://billing.internal/hooks".to_owned(),
         order_key: order_key.to_owned(),
+        // Every delivery carries one here, so that each test shows both stores keep it.
+        reference: Some(format!("ref-{id}")),
     }
 }
 
@@ -251,7 +253,7 @@ async fn deliveries_of_one_order_key_go_one_at_a_time_in_order() {
                 &expected.caller,
                 &expected.url,
                 &expected.order_key,
-                &event::body(&status_event("m1", "sent")),
+                &event::body(&status_event("m1", "sent"), expected.reference.as_deref()),
                 0
             ),
             "{name}: the delivery as routed, its body built from its event"
@@ -330,8 +332,11 @@ async fn a_delivery_out_of_attempts_is_a_dead_letter_and_the_next_goes_on() {
         assert_eq!(letter.last_error, "HTTP 410 Gone", "{name}");
         assert_eq!(
             letter.body,
-            serde_json::from_str::<serde_json::Value>(&event::body(&status_event("m1", "sent")))
-                .unwrap(),
+            serde_json::from_str::<serde_json::Value>(&event::body(
+                &status_event("m1", "sent"),
+                Some("ref-d1")
+            ))
+            .unwrap(),
             "{name}: the event as it would be delivered"
         );
         let now_ms = std::time::SystemTime::now()
@@ -531,6 +536,7 @@ async fn owners_and_last_senders_are_remembered_for_their_ttl() {
     let owner = |caller: &str| Owner {
         caller: caller.to_owned(),
         account: "main".to_owned(),
+        reference: Some(format!("{caller}'s own id")),
     };
     let number = |raw: &str| Recipient::parse(raw).expect("a valid number");
     let (asha, ravi) = (number("+918080808080"), number("+14155550100"));
@@ -843,7 +849,7 @@ async fn an_events_payload_is_kept_once_however_many_deliveries_it_has() {
         for d in &due {
             assert_eq!(
                 d.body,
-                event::body(&event),
+                event::body(&event, Some(&format!("ref-{}", d.id))),
                 "{name}: {} gets the whole event",
                 d.id
             );
@@ -986,4 +992,39 @@ async fn an_embedded_store_made_by_an_older_relay_opens_and_delivers_what_it_hel
     assert_eq!(unrouted.len(), 1, "the event it held");
     let json = serde_json::to_string(&inbound_event("in-old")).unwrap();
     assert_eq!(store.bytes().await.unwrap(), json.len() as u64, "counted");
+}
+
+#[tokio::test]
+async fn senders_recorded_by_an_older_relay_are_still_read_without_a_reference() {
+    let dir = TempDir::new();
+    {
+        // `owners` and `deliveries` as the release before references made them.
+        let db = rusqlite::Connection::open(dir.0.join("webhooks.sqlite3")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE owners (message_id TEXT PRIMARY KEY, caller TEXT NOT NULL,
+                 account TEXT NOT NULL, expires_at INTEGER NOT NULL);
+             INSERT INTO owners VALUES ('m-old', 'billing', 'main', 9223372036854775807);
+             CREATE TABLE deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                 caller TEXT NOT NULL, url TEXT NOT NULL, order_key TEXT NOT NULL,
+                 body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_at INTEGER NOT NULL,
+                 dead_at INTEGER, last_error TEXT NOT NULL DEFAULT '', event_seq INTEGER);
+             INSERT INTO deliveries (id, caller, url, order_key, body, due_at)
+                 VALUES ('old', 'billing', 'https://billing.internal/hooks', 'billing:m0',
+                         '{\"kept\":true}', 0);",
+        )
+        .unwrap();
+    }
+    let store = Store::Sqlite(SqliteStore::open(&dir.0, UNBOUNDED).expect("opens"));
+    let expected = Owner {
+        caller: "billing".to_owned(),
+        account: "main".to_owned(),
+        reference: None,
+    };
+    assert_eq!(store.owner("m-old").await.unwrap(), Some(expected));
+    let due = store.due(10, LONG).await.unwrap();
+    assert_eq!(due[0].body, r#"{"kept":true}"#, "the body it kept");
+
+    // Redis keeps an owner as JSON: one written before references reads as one without.
+    let old: Owner = serde_json::from_str(r#"{"caller":"billing","account":"main"}"#).unwrap();
+    assert_eq!(old.reference, None);
 }

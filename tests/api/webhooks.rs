@@ -40,7 +40,7 @@ pub fn callers_file(subscriber: &MockServer) -> String {
 }
 
 /// A relay with webhooks on, its data in `dir`, callers from [`callers_file`].
-async fn relay(dir: &TempDir, subscriber: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+pub async fn relay(dir: &TempDir, subscriber: &MockServer, extra: &[(&str, &str)]) -> TestApp {
     relay_with_callers(dir, &callers_file(subscriber), extra).await
 }
 

@@ -18,7 +18,7 @@ use crate::{
     http::state::AppState,
     message::FieldError,
     policy::Rule,
-    qikchat::MessageStatus,
+    qikchat::{FailureReason, MessageStatus},
     webhooks::{
         DeadLetter,
         event::{WebhookData, WebhookEvent},
@@ -58,6 +58,7 @@ use crate::{
         crate::conversation::OptOut,
         crate::conversation::OptOutHow,
         MessageStatus,
+        FailureReason,
         health::Health,
         webhooks::Received,
         DeadLetter,

@@ -92,15 +92,21 @@ async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<Me
         span.record("outcome", "not_own");
         return Err(qikchat::Error::NotFound.into());
     }
-    // The latest status Qikchat posted to the webhook, when there is one: no call needed.
-    // Anything else is asked of Qikchat with the caller's account.
+    // The sender's own id for the message is the relay's to tell, whichever source answers.
+    let reference = owner.as_ref().and_then(|owner| owner.reference.clone());
+    // The latest status Qikchat posted to the webhook, when there is one: no call needed (its
+    // text had the key withheld when it was received). Anything else is asked of Qikchat with
+    // the caller's account.
     if let (Some(_), Some(_)) = (&owner, &state.webhooks) {
         match state.relay.store.latest_status(&id).await {
             Ok(Some(latest)) => {
                 let payload = serde_json::from_str(&latest.payload).unwrap_or_default();
                 if let Some(status) = MessageStatus::from_payload(&id, &payload) {
                     span.record("outcome", "from_webhook");
-                    return Ok(Json(status));
+                    return Ok(Json(MessageStatus {
+                        reference,
+                        ..status
+                    }));
                 }
             }
             Ok(None) => {}
@@ -113,7 +119,10 @@ async fn lookup(state: &AppState, caller: &Caller, id: String) -> Result<Json<Me
         span.record("qikchat_status", status);
     }
     match result {
-        Ok(status) => Ok(Json(status)),
+        Ok(status) => Ok(Json(MessageStatus {
+            reference,
+            ..status
+        })),
         Err(e @ qikchat::Error::KeyRefused { .. }) => {
             error!(error = %e, "Qikchat refused the relay's key");
             Err(e.into())

@@ -185,7 +185,7 @@ pub fn examples() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             "document",
-            json!({"to": to, "type": "document", "link": "https://cdn.example.com/order.pdf", "caption": "Your order", "filename": "order-1234.pdf"}),
+            json!({"to": to, "type": "document", "link": "https://cdn.example.com/order.pdf", "caption": "Your order", "filename": "order-1234.pdf", "reference": "invoice-2026-0042"}),
         ),
         (
             "sticker",

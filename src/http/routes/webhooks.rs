@@ -111,11 +111,11 @@ pub async fn receive(
             || DEFAULT_ACCOUNT.to_owned(),
             |(_, value)| value.into_owned(),
         );
-    if !state.policy.current().accounts.contains_key(&account) {
+    let Some(qikchat) = state.policy.current().accounts.get(&account).cloned() else {
         warn!(account, "a webhook call for an unknown account was refused");
         return Err(not_found());
-    }
-    let event = match event::parse(&body, &account, crate::unix_ms()) {
+    };
+    let mut event = match event::parse(&body, &account, crate::unix_ms()) {
         Ok(event) => event,
         // Another kind of event (a template approval, ...): taken, so Qikchat does not retry it,
         // and dropped, as no subscriber asks for it.
@@ -130,6 +130,9 @@ pub async fn receive(
         }
         Err(e) => return Err(ApiError::Malformed(format!("not a Qikchat event: {e}"))),
     };
+    // Its text goes on to subscribers and status reads (a failure's reason, say), so it is
+    // stored with the key withheld, once, rather than checked on every way out.
+    qikchat.upstream.withhold_in(&mut event.payload);
     let span = Span::current();
     span.record("qikchat_id", event.message_id.as_str());
     let ingested = hooks.store.ingest(&event).await.map_err(|e| {

@@ -11,8 +11,9 @@ use crate::webhooks::{
 };
 
 /// Claims due deliveries for the lease. ARGV: prefix, limit, lease (ms).
-/// Returns {id, caller, url, order key, kept body, attempts, event JSON, ...}: the event's JSON,
-/// or for a delivery stored by an older relay the body it kept. An id whose hash is gone is
+/// Returns {id, caller, url, order key, kept body, attempts, event JSON, reference, ...}: the
+/// event's JSON, or for a delivery stored by an older relay the body it kept; the reference `''`
+/// when there is none. An id whose hash is gone is
 /// dropped.
 const DUE_LUA: &str = include_str!("due.lua");
 
@@ -27,7 +28,8 @@ const DELIVERED_LUA: &str = include_str!("delivered.lua");
 const FAILED_LUA: &str = include_str!("failed.lua");
 
 /// The newest dead letters. ARGV: prefix, limit.
-/// Returns {id, caller, url, attempts, last error, dead at (ms), kept body, event JSON, ...}.
+/// Returns {id, caller, url, attempts, last error, dead at (ms), kept body, event JSON,
+/// reference, ...}.
 const DEAD_LETTERS_LUA: &str = include_str!("dead_letters.lua");
 
 /// A dead letter back at the end of its order key's line, attempts reset. ARGV: prefix, id.
@@ -54,13 +56,13 @@ impl RedisStore {
             .await
             .map_err(redis_error)?;
         Ok(flat
-            .chunks_exact(7)
+            .chunks_exact(8)
             .map(|f| Delivery {
                 id: f[0].clone(),
                 caller: f[1].clone(),
                 url: f[2].clone(),
                 order_key: f[3].clone(),
-                body: delivery_body(Some(&f[6]), &f[4]),
+                body: delivery_body(Some(&f[6]), &f[4], some(&f[7])),
                 attempts: f[5].parse().unwrap_or(0),
             })
             .collect())
@@ -107,7 +109,7 @@ impl RedisStore {
             .await
             .map_err(redis_error)?;
         Ok(flat
-            .chunks_exact(8)
+            .chunks_exact(9)
             .map(|f| DeadLetter {
                 id: f[0].clone(),
                 caller: f[1].clone(),
@@ -117,7 +119,7 @@ impl RedisStore {
                 // A score may come back as `1.7e12` from some Redis versions: read it as a float.
                 dead_at_ms: f[5].parse::<f64>().map_or(0, |ms| ms as u64),
                 body: {
-                    let body = delivery_body(Some(&f[7]), &f[6]);
+                    let body = delivery_body(Some(&f[7]), &f[6], some(&f[8]));
                     serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
                 },
             })
@@ -133,4 +135,9 @@ impl RedisStore {
             .map_err(redis_error)?;
         Ok(replayed == 1)
     }
+}
+
+/// A field Lua gives as `''` when absent.
+fn some(field: &str) -> Option<&str> {
+    (!field.is_empty()).then_some(field)
 }

@@ -40,7 +40,7 @@ const UNROUTED_LUA: &str = include_str!("unrouted.lua");
 const DROP_LUA: &str = include_str!("drop.lua");
 
 /// Creates an event's deliveries and removes the event from the stream. ARGV: prefix, group,
-/// stream id, then per delivery: id, caller, url, order key.
+/// stream id, then per delivery: id, caller, url, order key, reference (`''` for none).
 /// An event no longer in the stream was routed already (by a router whose lease had run out, or
 /// by a retry of this call): nothing is created twice, even if the deliveries were made since.
 /// A delivery id already present is skipped too. Each delivery holds the event; the stream entry
@@ -144,7 +144,8 @@ impl RedisStore {
                 .arg(&d.id)
                 .arg(&d.caller)
                 .arg(&d.url)
-                .arg(&d.order_key);
+                .arg(&d.order_key)
+                .arg(d.reference.as_deref().unwrap_or_default());
         }
         let _: i64 = invocation
             .invoke_async(&mut self.redis.clone())

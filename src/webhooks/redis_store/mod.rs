@@ -14,7 +14,8 @@
 //!   entry: the stream is a work log, not an archive. An entry read but not routed within the
 //!   lease (its router died) is claimed again with `XAUTOCLAIM`.
 //! - `delivery:<id>`: a hash per delivery: caller, url, order_key, event (its number), attempts,
-//!   and last_error and dead_at_ms once it failed. (A delivery stored by an older relay has its
+//!   reference (a status's sender's, when it gave one), and last_error and dead_at_ms once it
+//!   failed. (A delivery stored by an older relay has its
 //!   `body` instead of `event`, and a stream entry its `event` JSON instead of `ref`.)
 //! - `order:<order key>`: a list of the pending deliveries of one order key, oldest first. Only
 //!   its head is ever in `due`, so a message's events reach a subscriber in order.

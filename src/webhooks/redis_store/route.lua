@@ -18,12 +18,13 @@ if not n then
   redis.call('HSET', P .. 'holds', n, '1')
 end
 local now = now_ms()
-for i = 4, #ARGV - 3, 4 do
+for i = 4, #ARGV - 4, 5 do
   local id, order = ARGV[i], ARGV[i + 3]
   local key = P .. 'delivery:' .. id
   if redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'caller', ARGV[i + 1], 'url', ARGV[i + 2], 'order_key', order,
       'event', n, 'attempts', '0')
+    if ARGV[i + 4] ~= '' then redis.call('HSET', key, 'reference', ARGV[i + 4]) end
     redis.call('HINCRBY', P .. 'holds', n, 1)
     if redis.call('RPUSH', P .. 'order:' .. order, id) == 1 then
       redis.call('ZADD', P .. 'due', ms(now), id)

@@ -26,7 +26,7 @@ impl SqliteStore {
                                          AND e.seq < d.seq)
                      ORDER BY d.due_at, d.seq LIMIT ?3)
                  RETURNING id, caller, url, order_key, attempts,
-                     (SELECT json FROM events WHERE seq = event_seq), body",
+                     (SELECT json FROM events WHERE seq = event_seq), body, reference",
             )?;
             let claimed = claim
                 .query_map(params![now + lease, now, limit as i64], |row| {
@@ -39,6 +39,7 @@ impl SqliteStore {
                         body: delivery_body(
                             row.get::<_, Option<String>>(5)?.as_deref(),
                             &row.get::<_, String>(6)?,
+                            row.get::<_, Option<String>>(7)?.as_deref(),
                         ),
                     })
                 })?
@@ -86,7 +87,7 @@ impl SqliteStore {
         self.run(move |tx, _| {
             let mut query = tx.prepare(
                 "SELECT id, caller, url, attempts, last_error, dead_at,
-                     (SELECT json FROM events WHERE seq = event_seq), body
+                     (SELECT json FROM events WHERE seq = event_seq), body, reference
                  FROM deliveries
                  WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, seq DESC LIMIT ?1",
             )?;
@@ -95,6 +96,7 @@ impl SqliteStore {
                     let body = delivery_body(
                         row.get::<_, Option<String>>(6)?.as_deref(),
                         &row.get::<_, String>(7)?,
+                        row.get::<_, Option<String>>(8)?.as_deref(),
                     );
                     Ok(DeadLetter {
                         id: row.get(0)?,

@@ -143,9 +143,10 @@ impl SqliteStore {
             }
             for d in &deliveries {
                 tx.execute(
-                    "INSERT OR IGNORE INTO deliveries (id, caller, url, order_key, body, due_at, event_seq)
-                     VALUES (?1, ?2, ?3, ?4, '', ?5, ?6)",
-                    params![d.id, d.caller, d.url, d.order_key, now, seq],
+                    "INSERT OR IGNORE INTO deliveries
+                         (id, caller, url, order_key, body, due_at, event_seq, reference)
+                     VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)",
+                    params![d.id, d.caller, d.url, d.order_key, now, seq, d.reference],
                 )?;
             }
             tx.execute("UPDATE events SET routed = 1 WHERE seq = ?1", params![seq])?;

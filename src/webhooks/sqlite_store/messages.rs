@@ -24,9 +24,15 @@ impl SqliteStore {
             let expires_at = now + millis(ttl);
             tx.execute("DELETE FROM owners WHERE expires_at <= ?1", params![now])?;
             tx.execute(
-                "INSERT OR REPLACE INTO owners (message_id, caller, account, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![message_id, owner.caller, owner.account, expires_at],
+                "INSERT OR REPLACE INTO owners (message_id, caller, account, expires_at, reference)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    message_id,
+                    owner.caller,
+                    owner.account,
+                    expires_at,
+                    owner.reference
+                ],
             )?;
             tx.execute(
                 "DELETE FROM last_senders WHERE expires_at <= ?1",
@@ -64,12 +70,14 @@ impl SqliteStore {
         let message_id = message_id.to_owned();
         self.run(move |tx, now| {
             tx.query_row(
-                "SELECT caller, account FROM owners WHERE message_id = ?1 AND expires_at > ?2",
+                "SELECT caller, account, reference FROM owners
+                 WHERE message_id = ?1 AND expires_at > ?2",
                 params![message_id, now],
                 |row| {
                     Ok(Owner {
                         caller: row.get(0)?,
                         account: row.get(1)?,
+                        reference: row.get(2)?,
                     })
                 },
             )

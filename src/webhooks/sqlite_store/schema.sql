@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     due_at INTEGER NOT NULL,
     dead_at INTEGER,
     last_error TEXT NOT NULL DEFAULT '',
-    event_seq INTEGER
+    event_seq INTEGER,
+    reference TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (dead_at, due_at);
 CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (order_key, seq);
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS owners (
     message_id TEXT PRIMARY KEY,
     caller TEXT NOT NULL,
     account TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    reference TEXT
 );
 CREATE INDEX IF NOT EXISTS owners_expiry ON owners (expires_at);
 CREATE TABLE IF NOT EXISTS last_senders (

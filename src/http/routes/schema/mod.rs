@@ -84,7 +84,8 @@ fn tag(value: &'static str) -> utoipa::openapi::Object {
         .build()
 }
 
-/// Declares one message schema: `to`, a `type` that takes exactly one value, and its fields.
+/// Declares one message schema: `to`, a `type` that takes exactly one value, the caller's
+/// `reference` (every type has one), and its fields.
 macro_rules! message_schema {
     ($(#[$doc:meta])* $name:ident, $tag:literal, { $($fields:tt)* }) => {
         $(#[$doc])*
@@ -96,6 +97,13 @@ macro_rules! message_schema {
             #[serde(rename = "type")]
             #[schema(schema_with = Self::kind_schema)]
             pub kind: String,
+            /// The caller's own id for the message: never sent to Qikchat, returned by
+            /// `GET /messages/{id}` and in every status webhook of it (`data.reference`). 1 to 128
+            /// printable ASCII characters (space to `~`), not only spaces.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(nullable = false, min_length = 1, max_length = 128,
+                pattern = r"^[\x20-\x7E]*[\x21-\x7E][\x20-\x7E]*$", examples("invoice-2026-0042"))]
+            pub reference: Option<String>,
             $($fields)*
         }
 
