@@ -212,6 +212,7 @@ impl Config {
             parse_or("RELAY_LISTEN_ADDR", env.relay_listen_addr, "0.0.0.0:8080")?;
         let log_format: LogFormat = parse_or("RELAY_LOG_FORMAT", env.relay_log_format, "json")?;
         let media_preflight = parse_or("RELAY_MEDIA_PREFLIGHT", env.relay_media_preflight, "warn")?;
+        let templates = parse_or("RELAY_TEMPLATES", env.relay_templates, "open")?;
         positive(
             "RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS",
             env.relay_media_preflight_timeout_ms,
@@ -270,6 +271,7 @@ impl Config {
             timeout: Duration::from_millis(env.relay_upstream_timeout_ms),
             sandbox: env.relay_sandbox,
             env: std::sync::Arc::new(env_snapshot),
+            templates,
         };
 
         Ok(Self {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::{
-    policy::{Refusal, Rule},
+    policy::{Refusal, Rule, TemplateRefusal},
     preflight::MediaProblem,
     qikchat,
 };
@@ -45,11 +45,16 @@ pub enum Error {
     /// The send's task failed (a bug): logged where it happened.
     #[error("the send task failed")]
     Internal,
+    /// The template is not declared (`RELAY_TEMPLATES=declared`) or does not fit its declaration.
+    #[error(transparent)]
+    Template(#[from] TemplateRefusal),
 }
 
 impl Error {
     /// Why the relay turned a send away without trying it, for `relay_rejections_total`: the
-    /// shedding reasons and the limits (`rate_limited` when it was Qikchat's own).
+    /// shedding reasons, the limits (`rate_limited` when it was Qikchat's own), and the declared
+    /// templates' refusals (`unknown_template`, `template_mismatch`): a send refused for a
+    /// template is a bug in its caller that costs nothing yet, and the count is how it is seen.
     pub fn rejection(&self) -> Option<&'static str> {
         match self {
             Self::Overloaded => Some("overloaded"),
@@ -57,6 +62,8 @@ impl Error {
             Self::Draining => Some("draining"),
             Self::Refused(Refusal::Limited { rule, .. }) => Some(Rule::as_str(*rule)),
             Self::Qikchat(qikchat::Error::RateLimited { .. }) => Some("rate_limited"),
+            Self::Template(TemplateRefusal::Unknown { .. }) => Some("unknown_template"),
+            Self::Template(TemplateRefusal::Mismatch(_)) => Some("template_mismatch"),
             _ => None,
         }
     }

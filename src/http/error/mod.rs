@@ -104,6 +104,12 @@ pub enum ApiError {
     OwnersUnavailable,
     #[error("internal error")]
     Internal,
+    /// `RELAY_TEMPLATES=declared` and the template is not declared in the callers file.
+    #[error("{detail}")]
+    UnknownTemplate {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
 }
 
 /// An RFC 9457 problem document, the body of every error.
@@ -146,9 +152,10 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Invalid(_) | Self::RejectedByQikchat(_) | Self::Media(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::Invalid(_)
+            | Self::RejectedByQikchat(_)
+            | Self::Media(_)
+            | Self::UnknownTemplate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable
@@ -194,6 +201,7 @@ impl ApiError {
                 "upstream_unavailable"
             }
             Self::Internal => "internal_error",
+            Self::UnknownTemplate { .. } => "unknown_template",
         }
     }
 
@@ -224,7 +232,7 @@ impl ApiError {
             code: self.code().to_owned(),
             request_id: request_id.to_owned(),
             errors: match self {
-                Self::Invalid(errors) => errors.clone(),
+                Self::Invalid(errors) | Self::UnknownTemplate { errors, .. } => errors.clone(),
                 Self::Media(problems) => problems
                     .iter()
                     .map(|p| FieldError::new(p.field.clone(), p.detail.clone()))
