@@ -226,6 +226,14 @@ pub fn examples() -> Vec<(&'static str, serde_json::Value)> {
             "buttons": [{"type": "url", "text": "orders/1234"}]}}),
         ),
         (
+            // Needs its declaration in the callers file, which gives the order:
+            // [templates.delivery_update] languages = ["en"], body = ["name", "order", "day"].
+            "template_named",
+            json!({"to": to, "type": "template", "template": {
+            "name": "delivery_update", "language": "en",
+            "body": {"name": "Siva", "order": "#1234", "day": "Friday"}}}),
+        ),
+        (
             "template_components",
             json!({"to": to, "type": "template", "template": {
             "name": "order_update", "language": "en_US",
