@@ -130,7 +130,7 @@ pub struct Problem {
     pub code: String,
     /// The `x-request-id` of the request that failed: quote it when asking for help.
     pub request_id: String,
-    /// Every bad field, for `invalid_request`.
+    /// Every bad field, for `invalid_request` (and `unknown_template`: `template.name`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// The setting of the callers file that refused the request: for `forbidden`, `types`,
