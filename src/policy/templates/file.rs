@@ -57,8 +57,8 @@ impl<'de> Deserialize<'de> for FileBody {
     }
 }
 
-/// The most body parameters a declaration may count: far more than any approved template has,
-/// so that a typo such as `body = 20000` is caught.
+/// The most body parameters a declaration may have: far more than any approved template has, so
+/// that a typo such as `body = 20000` is caught, and checking a send by name stays cheap.
 const MAX_BODY: usize = 100;
 
 /// Checks `[templates.<template>]`. `at` names a field of the callers file; the account a
@@ -106,6 +106,12 @@ pub(in crate::policy) fn declaration(
             }
         },
         Some(FileBody::Names(names)) => {
+            if names.len() > MAX_BODY {
+                return Err(problem(
+                    field("body"),
+                    format!("a template has at most {MAX_BODY} body parameters"),
+                ));
+            }
             for (i, name) in names.iter().enumerate() {
                 if !valid_parameter(name) {
                     return Err(problem(
