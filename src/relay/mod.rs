@@ -3,9 +3,10 @@
 //! worker that sends later would be another.
 //!
 //! The steps, in this order, each for a reason given where it is taken: the caller's rules, the
-//! declared templates, its own in-flight slot, shedding (draining, `RELAY_MAX_IN_FLIGHT`), the idempotency claim, the
-//! limits, the media preflight, the in-flight permit, then Qikchat in a task of its own, the
-//! sender's record and the stored answer (`call.rs`). Why a send failed is [`Error`].
+//! declared templates, its own in-flight slot, shedding (draining, `RELAY_MAX_IN_FLIGHT`), the
+//! idempotency claim, the limits, the media preflight, the in-flight permit, then Qikchat in a
+//! task of its own, the sender's record and the stored answer (`call.rs`). Why a send failed is
+//! [`Error`].
 
 use std::{
     sync::{
