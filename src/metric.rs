@@ -59,7 +59,7 @@ families! {
     counter CONNECTIONS_REJECTED_TOTAL = "relay_connections_rejected_total" in Count,
         "Client connections the relay shed or closed, by reason: max_connections, header_timeout, idle_timeout, head_too_large.";
     counter REJECTIONS_TOTAL = "relay_rejections_total" in Count,
-        "Sends turned away, by reason: overloaded (RELAY_MAX_IN_FLIGHT), caller_in_flight, draining (shutting down), rate_limited (by Qikchat), opted_out (the customer is on the opt-out list), outside_customer_window (enforced), or the caller's limit that refused.";
+        "Sends turned away, by reason: overloaded (RELAY_MAX_IN_FLIGHT), caller_in_flight, draining (shutting down), rate_limited (by Qikchat), the caller's limit that refused, opted_out (the customer is on the opt-out list), outside_customer_window (enforced), or a declared template's check: unknown_template, template_mismatch.";
     counter IDEMPOTENCY_TOTAL = "relay_idempotency_total" in Count,
         "Sends with an Idempotency-Key answered from the store, by result: replayed, in_flight, reused (key with another body), outcome_unknown.";
     gauge SENDS_IN_FLIGHT = "relay_sends_in_flight" in Count,

@@ -139,10 +139,12 @@ pub fn metrics() -> PrometheusHandle {
             // `rate_limited` is Qikchat's 429; the relay's own limits count under their rule.
             let limits = crate::policy::Rule::LIMITS.map(crate::policy::Rule::as_str);
             let conversation = ["opted_out", "outside_customer_window"];
+            let templates = ["unknown_template", "template_mismatch"];
             for reason in ["overloaded", "caller_in_flight", "draining", "rate_limited"]
                 .into_iter()
                 .chain(limits)
                 .chain(conversation)
+                .chain(templates)
             {
                 metrics::counter!(metric::REJECTIONS_TOTAL, "reason" => reason).increment(0);
             }

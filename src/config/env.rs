@@ -47,6 +47,7 @@ pub(super) struct Env {
     pub(super) rust_log: String,
     pub(super) relay_redis_url: Option<String>,
     pub(super) relay_media_preflight: Option<String>,
+    pub(super) relay_templates: Option<String>,
     #[serde(default = "default_media_preflight_timeout_ms")]
     pub(super) relay_media_preflight_timeout_ms: u64,
     #[serde(default)]

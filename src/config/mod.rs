@@ -222,6 +222,7 @@ impl Config {
             mode: parse_or("RELAY_CUSTOMER_WINDOW", env.relay_customer_window, "warn")?,
             window: Duration::from_secs(env.relay_customer_window_s),
         };
+        let templates = parse_or("RELAY_TEMPLATES", env.relay_templates, "open")?;
         positive(
             "RELAY_MEDIA_PREFLIGHT_TIMEOUT_MS",
             env.relay_media_preflight_timeout_ms,
@@ -280,6 +281,7 @@ impl Config {
             timeout: Duration::from_millis(env.relay_upstream_timeout_ms),
             sandbox: env.relay_sandbox,
             env: std::sync::Arc::new(env_snapshot),
+            templates,
         };
 
         Ok(Self {

@@ -283,6 +283,7 @@ fn invalid_values_name_their_variable() {
         ("RELAY_REDIS_URL", "http://not-redis"),
         ("RELAY_IDEMPOTENCY_LEASE_MS", "100"),
         ("RELAY_MEDIA_PREFLIGHT", "strict"),
+        ("RELAY_TEMPLATES", "strict"),
     ] {
         let err = config(&[
             ("QIKCHAT_API_KEY", KEY),

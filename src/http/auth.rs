@@ -116,6 +116,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             sandbox: true,
             env: Arc::default(),
+            templates: crate::policy::TemplateMode::Open,
         };
         let (spec, _) = crate::policy::load(&sources).expect("valid");
         Callers(Arc::new(

@@ -78,6 +78,22 @@ impl<'a> Obj<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    /// Every member that is set (`null` counts as absent), with its path.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&'a str, At<'a>)> + '_ {
+        self.map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(key, value)| {
+                (
+                    key.as_str(),
+                    At {
+                        value,
+                        path: self.path(key),
+                    },
+                )
+            })
+    }
+
     pub(super) fn missing(&self, key: &str, need: Need, errors: &mut Errors) {
         if need == Need::Required {
             errors.add(self.path(key), "is required");

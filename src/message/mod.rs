@@ -96,11 +96,36 @@ pub enum TemplateParameters {
     /// The relay's simplified form.
     Simple {
         header: Option<TemplateHeader>,
-        body: Vec<String>,
+        body: TemplateBody,
         buttons: Vec<TemplateButton>,
     },
     /// Qikchat's own `components`, passed on unchanged (without `null`s).
     Raw(Vec<Value>),
+}
+
+/// A template's body parameters: a list in order, or (for a template declared in the callers
+/// file) an object by name, which only the declaration can put in order. The relay turns a named
+/// body into the list before anything is claimed or sent (`policy::Templates::resolve`), so that
+/// a named body and its list are the same request to Qikchat and to idempotency.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateBody {
+    Positional(Vec<String>),
+    /// Name and value, in the caller's order (names are unique: they were a JSON object's keys).
+    Named(Vec<(String, String)>),
+}
+
+impl TemplateBody {
+    /// How many parameters the body holds, in either form.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Positional(values) => values.len(),
+            Self::Named(pairs) => pairs.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,4 +305,4 @@ pub(crate) mod properties;
 mod template;
 #[cfg(test)]
 mod tests;
-mod whatsapp;
+pub(crate) mod whatsapp;

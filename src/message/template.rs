@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use super::json::{Errors, Need, Obj, without_unset};
 use super::{
-    Content, MediaKind, Template, TemplateButton, TemplateHeader, TemplateParameters, whatsapp,
+    Content, MediaKind, Template, TemplateBody, TemplateButton, TemplateHeader, TemplateParameters,
+    whatsapp,
 };
 
 pub(super) fn parse_template(template: &Obj<'_>, errors: &mut Errors) -> Option<Content> {
@@ -59,12 +60,7 @@ pub(super) fn parse_template(template: &Obj<'_>, errors: &mut Errors) -> Option<
         let header = template
             .object("header", Need::Optional, errors)
             .and_then(|header| parse_template_header(&header, errors));
-        let body = template
-            .array("body", Need::Optional, errors)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|param| param.string(whatsapp::ANY, errors))
-            .collect();
+        let body = parse_template_body(template, errors);
         let buttons = parse_template_buttons(template, errors);
         TemplateParameters::Simple {
             header,
@@ -77,6 +73,29 @@ pub(super) fn parse_template(template: &Obj<'_>, errors: &mut Errors) -> Option<
         language: language?,
         parameters,
     }))
+}
+
+/// `body`: a list of parameters, or an object of them by name (put in order later, against the
+/// template's declaration).
+fn parse_template_body(template: &Obj<'_>, errors: &mut Errors) -> TemplateBody {
+    if let Some(Value::Object(_)) = template.get("body") {
+        let Some(named) = template.object("body", Need::Optional, errors) else {
+            return TemplateBody::Named(Vec::new());
+        };
+        let pairs = named
+            .entries()
+            .filter_map(|(key, param)| Some((key.to_owned(), param.string(whatsapp::ANY, errors)?)))
+            .collect();
+        return TemplateBody::Named(pairs);
+    }
+    TemplateBody::Positional(
+        template
+            .array("body", Need::Optional, errors)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|param| param.string(whatsapp::ANY, errors))
+            .collect(),
+    )
 }
 
 fn parse_template_header(header: &Obj<'_>, errors: &mut Errors) -> Option<TemplateHeader> {

@@ -31,6 +31,7 @@ mod live;
 mod rule;
 mod sources;
 mod subscriber;
+mod templates;
 
 pub use check::{MIN_TOKEN_LEN, check_key, valid_name};
 pub use in_flight::{InFlight, Slot};
@@ -38,6 +39,10 @@ pub use live::Live;
 pub use rule::{Refusal, Rule};
 pub use sources::{CallerToken, Fingerprint, KeySource, Sources, load};
 pub use subscriber::{InboundFilter, SecretBytes, Subscriber};
+pub use templates::{
+    BodyShape, ButtonKind, Declaration, HeaderKind, Mode as TemplateMode, TemplateRefusal,
+    Templates,
+};
 
 /// The account `QIKCHAT_API_KEY` / `QIKCHAT_API_KEY_FILE` configure, and callers' default.
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -196,6 +201,8 @@ pub struct Spec {
     pub callers: Vec<([u8; 32], Rules)>,
     pub allow_anonymous: bool,
     pub accounts: BTreeMap<String, AccountSpec>,
+    /// The callers file's `[templates.*]`, and `RELAY_TEMPLATES`.
+    pub templates: Templates,
 }
 
 /// Why a policy could not be loaded, worded for one log or start-up line. Never holds a secret.
@@ -246,6 +253,8 @@ pub struct Policy {
     pub accounts: BTreeMap<String, Arc<Account>>,
     /// Callers' sends in flight, handed from each policy to the next one a reload builds.
     pub in_flight: Arc<InFlight>,
+    /// What each declared template takes: a send is checked against the policy it arrived in.
+    pub templates: Templates,
 }
 
 impl Policy {
@@ -297,6 +306,7 @@ impl Policy {
                 .then(|| Arc::new(Rules::unrestricted(ANONYMOUS))),
             accounts,
             in_flight: previous.map(|p| p.in_flight.clone()).unwrap_or_default(),
+            templates: spec.templates,
         })
     }
 

@@ -17,6 +17,7 @@ use url::Url;
 
 use super::check::{check_key, http_url, positive_u32, read_key};
 use super::client::{self, FileClient};
+use super::templates::{self, FileTemplate, Mode as TemplateMode, Templates};
 use super::{AccountSpec, DEFAULT_ACCOUNT, OptKeywords, PolicyError, Rules, Spec, problem};
 use crate::ratelimit::Rate;
 
@@ -36,6 +37,8 @@ pub struct Sources {
     pub sandbox: bool,
     /// The environment at start, for `key_env` (values are secrets).
     pub env: Arc<BTreeMap<String, SecretString>>,
+    /// `RELAY_TEMPLATES`: whether a template the callers file does not declare is sent.
+    pub templates: TemplateMode,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +77,8 @@ struct File {
     accounts: BTreeMap<String, FileAccount>,
     #[serde(default)]
     clients: BTreeMap<String, FileClient>,
+    #[serde(default)]
+    templates: BTreeMap<String, FileTemplate>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +132,10 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
             callers,
             allow_anonymous: sources.allow_anonymous,
             accounts,
+            templates: Templates {
+                mode: sources.templates,
+                declared: BTreeMap::new(),
+            },
         };
         return Ok((spec, Fingerprint(fingerprint.finalize().into())));
     };
@@ -250,10 +259,19 @@ pub fn load(sources: &Sources) -> Result<(Spec, Fingerprint), PolicyError> {
             "anonymous callers send through the default account, and there is none",
         ));
     }
+    let mut declared = BTreeMap::new();
+    for (template, spec) in file.templates {
+        let declaration = templates::declaration(&template, spec, &accounts, &at)?;
+        declared.insert(template, declaration);
+    }
     let spec = Spec {
         callers,
         allow_anonymous: sources.allow_anonymous,
         accounts,
+        templates: Templates {
+            mode: sources.templates,
+            declared,
+        },
     };
     Ok((spec, Fingerprint(fingerprint.finalize().into())))
 }

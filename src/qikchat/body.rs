@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::message::{
-    Content, MediaKind, Message, TemplateButton, TemplateHeader, TemplateParameters,
+    Content, MediaKind, Message, TemplateBody, TemplateButton, TemplateHeader, TemplateParameters,
 };
 
 /// The body of `POST /v1/messages` for a message: `{to_contact, type, <type>: {...}}`, with no
@@ -57,7 +57,7 @@ pub fn send_body(message: &Message) -> Value {
                     header,
                     body,
                     buttons,
-                } => template_components(header.as_ref(), body, buttons),
+                } => template_components(header.as_ref(), &body_values(body), buttons),
             };
             let mut object = Map::new();
             object.insert("name".into(), template.name.as_str().into());
@@ -78,9 +78,19 @@ fn insert_some(object: &mut Map<String, Value>, key: &str, value: &Option<String
     }
 }
 
+/// A body's values in the order they are sent. The relay puts a named body in its declared order
+/// before a send gets here (`policy::Templates::resolve`); a named body that had not been would go
+/// in the caller's order, the only one it has.
+fn body_values(body: &TemplateBody) -> Vec<&str> {
+    match body {
+        TemplateBody::Positional(values) => values.iter().map(String::as_str).collect(),
+        TemplateBody::Named(pairs) => pairs.iter().map(|(_, value)| value.as_str()).collect(),
+    }
+}
+
 fn template_components(
     header: Option<&TemplateHeader>,
-    body: &[String],
+    body: &[&str],
     buttons: &[TemplateButton],
 ) -> Vec<Value> {
     let mut components = Vec::new();

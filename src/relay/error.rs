@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::{
-    policy::{Refusal, Rule},
+    policy::{Refusal, Rule, TemplateRefusal},
     preflight::MediaProblem,
     qikchat,
 };
@@ -52,11 +52,16 @@ pub enum Error {
     /// The opt-out list cannot be read: refused rather than sent to someone who may have said STOP.
     #[error("the opt-out list is unreachable")]
     OptOutsUnavailable,
+    /// The template is not declared (`RELAY_TEMPLATES=declared`) or does not fit its declaration.
+    #[error(transparent)]
+    Template(#[from] TemplateRefusal),
 }
 
 impl Error {
     /// Why the relay turned a send away without trying it, for `relay_rejections_total`: the
-    /// shedding reasons and the limits (`rate_limited` when it was Qikchat's own).
+    /// shedding reasons, the limits (`rate_limited` when it was Qikchat's own), and the declared
+    /// templates' refusals (`unknown_template`, `template_mismatch`): a send refused for a
+    /// template is a bug in its caller that costs nothing yet, and the count is how it is seen.
     pub fn rejection(&self) -> Option<&'static str> {
         match self {
             Self::Overloaded => Some("overloaded"),
@@ -69,6 +74,8 @@ impl Error {
             }) => Some("opted_out"),
             Self::OutsideCustomerWindow(_) => Some("outside_customer_window"),
             Self::Qikchat(qikchat::Error::RateLimited { .. }) => Some("rate_limited"),
+            Self::Template(TemplateRefusal::Unknown { .. }) => Some("unknown_template"),
+            Self::Template(TemplateRefusal::Mismatch(_)) => Some("template_mismatch"),
             _ => None,
         }
     }

@@ -2,10 +2,11 @@
 //! [`Options`], and returns what happened ([`Report`]). `POST /send` is one adapter over it; a
 //! worker that sends later would be another.
 //!
-//! The steps, in this order, each for a reason given where it is taken: the caller's rules, its
-//! own in-flight slot, shedding (draining, `RELAY_MAX_IN_FLIGHT`), the idempotency claim, the
-//! limits, the media preflight, the in-flight permit, then Qikchat in a task of its own, the
-//! sender's record and the stored answer (`call.rs`). Why a send failed is [`Error`].
+//! The steps, in this order, each for a reason given where it is taken: the caller's rules, the
+//! declared templates, its own in-flight slot, shedding (draining, `RELAY_MAX_IN_FLIGHT`), the
+//! idempotency claim, the limits, the media preflight, the in-flight permit, then Qikchat in a
+//! task of its own, the sender's record and the stored answer (`call.rs`). Why a send failed is
+//! [`Error`].
 
 use std::{
     sync::{
@@ -181,6 +182,13 @@ impl Relay {
         // the customer refused (an opt-out) or WhatsApp would fail (outside the window).
         caller.rules.permit(&message)?;
         let account = caller.account()?;
+        // A declaration may be one account's, so templates are checked once the account is
+        // known, and before the key is claimed: the claim's fingerprint is over the body as
+        // sent, where a body by name is already the declared list.
+        let message = caller
+            .policy
+            .templates
+            .resolve(&account.spec.name, message)?;
         let window_warning = self.hold_by_conversation(caller, &message).await?;
         // From here to its answer the send counts towards the caller's own limit, link check
         // included, so one caller's hanging links fill only its own slots.

@@ -19,6 +19,7 @@ mod process;
 mod relay;
 mod send;
 mod status;
+mod templates;
 mod validation;
 mod webhook_store;
 mod webhooks;

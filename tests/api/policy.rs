@@ -708,4 +708,10 @@ fn the_example_callers_file_in_deploy_is_one_the_relay_accepts() {
             .any(|(_, rules)| rules.daily_quota.is_some())
     );
     assert!(spec.accounts.values().any(|a| a.recipient_rate.is_some()));
+    assert!(
+        spec.templates
+            .declared
+            .values()
+            .any(|d| d.account.is_some())
+    );
 }

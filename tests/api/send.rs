@@ -7,7 +7,8 @@ use qikchat_relay::http::routes::send::examples;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    KEY, RECIPIENT, TOKEN, named_fields, problem, spawn_app, spawn_app_with, text_message,
+    KEY, RECIPIENT, TOKEN, TempDir, TestApp, named_fields, problem, spawn_app, spawn_app_with,
+    text_message,
 };
 
 /// The id the fake Qikchat gives every message; the relay must answer with it.
@@ -632,9 +633,26 @@ async fn send_leaves_components_out_of_a_template_without_parameters() {
 
 // --- the documented examples, and sandbox mode ----------------------------------------------
 
+/// A relay whose callers file declares what the `template_named` example needs (a body by name
+/// is only for a declared template); the directory must outlive the relay's reloads.
+async fn relay_for_the_examples(extra: &[(&str, &str)]) -> (TempDir, TestApp) {
+    let dir = TempDir::new();
+    let file = dir.write(
+        "clients.toml",
+        &format!(
+            "[clients.billing]\ntoken = \"{TOKEN}\"\n\n[templates.delivery_update]\n\
+             languages = [\"en\"]\nbody = [\"name\", \"order\", \"day\"]\n"
+        ),
+    );
+    let mut settings = vec![("RELAY_CLIENTS_FILE", file.as_str())];
+    settings.extend_from_slice(extra);
+    let app = spawn_app_with(&settings).await;
+    (dir, app)
+}
+
 #[tokio::test]
 async fn send_accepts_every_documented_example_with_one_qikchat_call_each() {
-    let app = spawn_app().await;
+    let (_dir, app) = relay_for_the_examples(&[]).await;
     let examples = examples();
     app.qikchat_accepts(QIKCHAT_ID, examples.len() as u64).await;
 
@@ -661,7 +679,7 @@ async fn send_accepts_every_documented_example_with_one_qikchat_call_each() {
 
 #[tokio::test]
 async fn sandbox_mode_answers_with_a_sandbox_id_and_never_calls_qikchat() {
-    let app = spawn_app_with(&[("RELAY_SANDBOX", "true")]).await;
+    let (_dir, app) = relay_for_the_examples(&[("RELAY_SANDBOX", "true")]).await;
     app.qikchat_expects_no_call().await;
 
     let mut ids = Vec::new();

@@ -2,7 +2,11 @@
 //! pipeline's errors, each as an [`ApiError`]; and how a send's error is kept under its key.
 
 use super::ApiError;
-use crate::{idempotency::Answer, policy::Refusal, qikchat, relay};
+use crate::{
+    idempotency::Answer,
+    policy::{Refusal, TemplateRefusal},
+    qikchat, relay,
+};
 
 /// The policy's refusals: 403 for a rule, 429 for a limit, 503 when limits cannot be checked.
 impl From<Refusal> for ApiError {
@@ -69,6 +73,11 @@ impl From<&relay::Error> for ApiError {
             Error::Internal => Self::Internal,
             Error::OutsideCustomerWindow(detail) => Self::OutsideCustomerWindow(detail.clone()),
             Error::OptOutsUnavailable => Self::ConversationUnavailable,
+            Error::Template(TemplateRefusal::Unknown { detail, errors }) => Self::UnknownTemplate {
+                detail: detail.clone(),
+                errors: errors.clone(),
+            },
+            Error::Template(TemplateRefusal::Mismatch(errors)) => Self::Invalid(errors.clone()),
         }
     }
 }

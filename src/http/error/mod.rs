@@ -111,6 +111,12 @@ pub enum ApiError {
     /// sent to someone who may have opted out.
     #[error("the relay's conversation store (windows, opt-outs) is unreachable; nothing was sent")]
     ConversationUnavailable,
+    /// `RELAY_TEMPLATES=declared` and the template is not declared in the callers file.
+    #[error("{detail}")]
+    UnknownTemplate {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
 }
 
 /// An RFC 9457 problem document, the body of every error.
@@ -131,7 +137,7 @@ pub struct Problem {
     pub code: String,
     /// The `x-request-id` of the request that failed: quote it when asking for help.
     pub request_id: String,
-    /// Every bad field, for `invalid_request`.
+    /// Every bad field, for `invalid_request` (and `unknown_template`: `template.name`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     /// The setting of the callers file that refused the request: for `forbidden`, `types`,
@@ -157,7 +163,8 @@ impl ApiError {
             Self::Invalid(_)
             | Self::RejectedByQikchat(_)
             | Self::Media(_)
-            | Self::OutsideCustomerWindow(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | Self::OutsideCustomerWindow(_)
+            | Self::UnknownTemplate { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnavailable
@@ -206,6 +213,7 @@ impl ApiError {
             | Self::ConversationUnavailable => "upstream_unavailable",
             Self::Internal => "internal_error",
             Self::OutsideCustomerWindow(_) => "outside_customer_window",
+            Self::UnknownTemplate { .. } => "unknown_template",
         }
     }
 
@@ -237,7 +245,7 @@ impl ApiError {
             code: self.code().to_owned(),
             request_id: request_id.to_owned(),
             errors: match self {
-                Self::Invalid(errors) => errors.clone(),
+                Self::Invalid(errors) | Self::UnknownTemplate { errors, .. } => errors.clone(),
                 Self::Media(problems) => problems
                     .iter()
                     .map(|p| FieldError::new(p.field.clone(), p.detail.clone()))

@@ -161,6 +161,13 @@ impl Modify for ProblemExamples {
                 detail: "link answers text/html (a web page?); video accepts video/mp4, video/3gpp"
                     .to_owned(),
             }]),
+            ApiError::UnknownTemplate {
+                detail: "the template promo_diwali is not declared in the callers file for account default (RELAY_TEMPLATES=declared); nothing was sent".to_owned(),
+                errors: vec![FieldError::new(
+                    "template.name",
+                    "promo_diwali is not a declared template",
+                )],
+            },
             ApiError::IdempotencyKeyReused,
             ApiError::IdempotencyKeyInFlight,
             ApiError::RateLimited {

@@ -51,7 +51,7 @@ use crate::{
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 403, description = "`forbidden`: the caller may not send this message (its `types`, `templates`, `destinations` or `account` in the callers file); `rule` names the rule and `detail` says what was refused; nothing was sent", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`: the body is over `RELAY_MAX_BODY_BYTES`", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) `idempotency_key_reused` (the key was used for a different request; nothing was sent), or `media_unreachable`, `media_type_not_supported`, `media_too_large` (a media link failed its preflight check with RELAY_MEDIA_PREFLIGHT=enforce; `errors` names the field, `detail` says what was found and what is accepted; nothing was sent)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request` (`errors` names every bad field, `Idempotency-Key` included, and every part of a declared template that does not fit its declaration; nothing was sent), `unknown_template` (RELAY_TEMPLATES=declared and the template is not declared in the callers file; `errors` names `template.name`; nothing was sent), `rejected_by_qikchat` (`detail` carries Qikchat's message) `idempotency_key_reused` (the key was used for a different request; nothing was sent), or `media_unreachable`, `media_type_not_supported`, `media_too_large` (a media link failed its preflight check with RELAY_MEDIA_PREFLIGHT=enforce; `errors` names the field, `detail` says what was found and what is accepted; nothing was sent)", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: a limit was hit and nothing was sent. `rule` names the relay's limit (`rate_per_minute`, `daily_quota`, `rate_per_second`, `recipient_interval_ms`); without `rule`, Qikchat itself is rate limiting", body = crate::http::error::Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"),
                 ("RateLimit-Limit" = u64, description = "As on 200, for callers with a rate or a daily quota"),
@@ -224,6 +224,14 @@ pub fn examples() -> Vec<(&'static str, serde_json::Value)> {
             "header": {"type": "document", "link": "https://cdn.example.com/o.pdf", "filename": "order.pdf"},
             "body": ["Siva", "#1234"],
             "buttons": [{"type": "url", "text": "orders/1234"}]}}),
+        ),
+        (
+            // Needs its declaration in the callers file, which gives the order:
+            // [templates.delivery_update] languages = ["en"], body = ["name", "order", "day"].
+            "template_named",
+            json!({"to": to, "type": "template", "template": {
+            "name": "delivery_update", "language": "en",
+            "body": {"name": "Siva", "order": "#1234", "day": "Friday"}}}),
         ),
         (
             "template_components",

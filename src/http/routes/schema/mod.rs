@@ -27,9 +27,9 @@ pub use interactive::{
     InteractiveList, ListAction, ListRow, ListSection, Reply, ReplyButton,
 };
 pub use template::{
-    BodyParameter, DocumentHeader, ImageHeader, QuickReplyButton, Template, TemplateButton,
-    TemplateComponent, TemplateHeader, TemplateWithComponents, TemplateWithParameters, TextHeader,
-    UrlButton, VideoHeader,
+    BodyParameter, DocumentHeader, ImageHeader, QuickReplyButton, Template, TemplateBody,
+    TemplateButton, TemplateComponent, TemplateHeader, TemplateWithComponents,
+    TemplateWithParameters, TextHeader, UrlButton, VideoHeader,
 };
 
 /// One message to send, discriminated by `type`. Fields of other types are refused unless

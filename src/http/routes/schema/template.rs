@@ -1,6 +1,8 @@
 //! A template as `POST /send` accepts it: the simplified `header`/`body`/`buttons`, or Qikchat's
 //! raw `components`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -48,10 +50,11 @@ pub struct TemplateWithParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub header: Option<TemplateHeader>,
-    /// The body parameters, in order.
+    /// The body parameters: a list, in order; or, for a template declared in the callers file
+    /// with named parameters, an object by name that the relay puts in the declared order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, value_type = Option<Vec<BodyParameter>>)]
-    pub body: Option<Vec<String>>,
+    #[schema(nullable = false)]
+    pub body: Option<TemplateBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, max_items = 10)]
     pub buttons: Option<Vec<TemplateButton>>,
@@ -66,6 +69,18 @@ pub struct TemplateWithComponents {
     #[schema(min_length = 1, max_length = 4096, examples("en_US"))]
     pub language: String,
     pub components: Vec<TemplateComponent>,
+}
+
+/// A template's body parameters, either way. A body by name is only for a template declared in
+/// the callers file (`[templates.<name>]` with `body = [names]`): the declaration gives the order,
+/// and a missing or unknown name is refused (422) naming it.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TemplateBody {
+    /// The parameters, in the template's order.
+    List(Vec<BodyParameter>),
+    /// The parameters by the names the declaration gives them.
+    ByName(BTreeMap<String, BodyParameter>),
 }
 
 /// One template body parameter.
