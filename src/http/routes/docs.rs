@@ -168,6 +168,7 @@ impl Modify for ProblemExamples {
                     "promo_diwali is not a declared template",
                 )],
             },
+            ApiError::OutsideCustomerWindow("the customer last wrote at 2026-12-02T09:12:44.120Z, longer ago than the customer-service window; WhatsApp delivers only a template message now; nothing was sent".to_owned()),
             ApiError::IdempotencyKeyReused,
             ApiError::IdempotencyKeyInFlight,
             ApiError::RateLimited {
@@ -189,9 +190,14 @@ impl Modify for ProblemExamples {
             ApiError::UpstreamTimeout,
         ];
         for item in openapi.paths.paths.values_mut() {
-            for operation in [item.get.as_mut(), item.post.as_mut()]
-                .into_iter()
-                .flatten()
+            for operation in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 for (status, response) in &mut operation.responses.responses {
                     let RefOr::T(response) = response else {
