@@ -90,7 +90,17 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export EXTERNAL_URL=http://127.0.0.1:$port
 export EXTERNAL_TOKEN="external-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-RELAY_SANDBOX=true RELAY_CLIENTS="external:$EXTERNAL_TOKEN" RELAY_LISTEN_ADDR=127.0.0.1:$port RUST_LOG=warn \
+# The caller, and the template the document's named-body example uses, declared as a brand would.
+cat > "$WORK/relay-clients.toml" << TOML
+[clients.external]
+token = "$EXTERNAL_TOKEN"
+
+[templates.delivery_update]
+languages = ["en"]
+body = ["name", "order", "day"]
+TOML
+RELAY_SANDBOX=true RELAY_CLIENTS_FILE="$WORK/relay-clients.toml" RELAY_LISTEN_ADDR=127.0.0.1:$port \
+    RELAY_DATA_DIR="$WORK/relay-data" RUST_LOG=warn \
     ./target/debug/qikchat-relay > "$WORK/relay.log" 2>&1 &
 relay_pid=$!
 for _ in $(seq 1 100); do

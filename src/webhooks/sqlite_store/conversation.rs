@@ -64,7 +64,9 @@ impl SqliteStore {
         customer: &Recipient,
     ) -> Result<CustomerFacts, Error> {
         let (account, customer) = (account.to_owned(), customer.pseudonym());
-        self.run(move |tx, _| {
+        // Read on every send: on the owners' connection, which never waits behind the durable
+        // one's fsync of a webhook event (WAL: it reads what that one committed).
+        self.run_on(true, move |tx, _| {
             let last_inbound_ms = tx
                 .query_row(
                     "SELECT last_inbound_at FROM customer_windows WHERE account = ?1 AND customer = ?2",

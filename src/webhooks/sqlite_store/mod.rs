@@ -7,12 +7,13 @@
 //! (SIGKILL, a panic, an OOM kill: the WAL is in the OS's page cache) but not a power cut or a
 //! kernel crash, which may lose the owners of the last sends. Those messages' status reads then
 //! answer 404 and their statuses reach nobody; an fsync per send would cost every send a disk
-//! flush.
+//! flush. The other read every send makes, of the customer's conversation, uses that connection
+//! too. The conversation's writes (windows, opt-outs) are durable like the events they come from.
 //!
 //! The schema is `schema.sql` (and `schema_on_added_columns.sql`, for a database made by an older
 //! relay); the operations are grouped by what they act on: `events.rs` (store, claim, route, make
-//! room), `deliveries.rs` (claim, deliver, fail, dead letters) and `messages.rs` (owners, last
-//! senders, latest statuses).
+//! room), `deliveries.rs` (claim, deliver, fail, dead letters), `messages.rs` (owners, last
+//! senders, latest statuses) and `conversation.rs` (windows, opt-outs).
 
 mod conversation;
 mod deliveries;
