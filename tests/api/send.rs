@@ -640,7 +640,7 @@ async fn relay_for_the_examples(extra: &[(&str, &str)]) -> (TempDir, TestApp) {
     let file = dir.write(
         "clients.toml",
         &format!(
-            "[clients.billing]\ntoken = \"{TOKEN}\"\n\n[templates.delivery_update]\n\
+            "[clients.billing]\ntoken = \"{TOKEN}\"\n\n[templates.delivery_slot]\n\
              languages = [\"en\"]\nbody = [\"name\", \"order\", \"day\"]\n"
         ),
     );

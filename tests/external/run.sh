@@ -95,7 +95,7 @@ cat > "$WORK/relay-clients.toml" << TOML
 [clients.external]
 token = "$EXTERNAL_TOKEN"
 
-[templates.delivery_update]
+[templates.delivery_slot]
 languages = ["en"]
 body = ["name", "order", "day"]
 TOML

@@ -227,10 +227,10 @@ pub fn examples() -> Vec<(&'static str, serde_json::Value)> {
         ),
         (
             // Needs its declaration in the callers file, which gives the order:
-            // [templates.delivery_update] languages = ["en"], body = ["name", "order", "day"].
+            // [templates.delivery_slot] languages = ["en"], body = ["name", "order", "day"].
             "template_named",
             json!({"to": to, "type": "template", "template": {
-            "name": "delivery_update", "language": "en",
+            "name": "delivery_slot", "language": "en",
             "body": {"name": "Siva", "order": "#1234", "day": "Friday"}}}),
         ),
         (
