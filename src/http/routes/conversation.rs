@@ -34,7 +34,7 @@ const MAX_LISTED: usize = 10_000;
     tag = "messages",
     summary = "Whether the customer's 24-hour window is open on your account",
     description = "WhatsApp delivers a message other than a template only within 24 hours (`RELAY_CUSTOMER_WINDOW_S`) of the customer's last message to the account. The relay learns of those messages from Qikchat's webhooks. `open: null` means it cannot tell yet: it has not received this account's webhooks for a whole window, and the customer has not written in that time.",
-    params(("number" = String, Path, description = "The customer's number in international form, as in `to` (`+918080808080`; URL-encode the `+` as `%2B` where your client would read it as a space)")),
+    params(("number" = String, Path, description = "The customer's number in international form, as in `to` (`+918080808080`; URL-encode the `+` as `%2B` where your client would read it as a space)", pattern = r"^\+[1-9][0-9]{7,14}$")),
     responses(
         (status = 200, description = "The window as the relay knows it", body = WindowState),
         (status = 401, description = "`unauthorized`", body = crate::http::error::Problem, content_type = "application/problem+json",
@@ -145,7 +145,7 @@ pub async fn list(
     tag = "conversation",
     summary = "Put a customer on an account's opt-out list",
     description = "Sends to them are refused (403 `forbidden`, rule `opted_out`) until they write an opt-in keyword or an operator removes them. Already on it: unchanged, with its first date.",
-    params(("number" = String, Path, description = "The customer's number, as in `to`"), AccountQuery),
+    params(("number" = String, Path, description = "The customer's number, as in `to`", pattern = r"^\+[1-9][0-9]{7,14}$"), AccountQuery),
     responses(
         (status = 200, description = "On the list", body = OptOutState),
         (status = 401, description = "`unauthorized`", body = crate::http::error::Problem, content_type = "application/problem+json",
@@ -172,7 +172,7 @@ pub async fn add(
     tag = "conversation",
     summary = "Take a customer off an account's opt-out list",
     description = "Sends to them go out again. Not on it: unchanged (200, `opted_out: false`).",
-    params(("number" = String, Path, description = "The customer's number, as in `to`"), AccountQuery),
+    params(("number" = String, Path, description = "The customer's number, as in `to`", pattern = r"^\+[1-9][0-9]{7,14}$"), AccountQuery),
     responses(
         (status = 200, description = "Off the list", body = OptOutState),
         (status = 401, description = "`unauthorized`", body = crate::http::error::Problem, content_type = "application/problem+json",
