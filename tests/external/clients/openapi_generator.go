@@ -39,7 +39,8 @@ func run(baseURL, token string) error {
 	header := relay.ImageHeaderAsTemplateHeader(relay.NewImageHeader("image", "https://cdn.example.com/i.png"))
 	parameters := relay.NewTemplateWithParameters("order_update", "en")
 	parameters.SetHeader(header)
-	parameters.SetBody([]string{"Siva", "#1234"})
+	body := []string{"Siva", "#1234"}
+	parameters.SetBody(relay.ArrayOfStringAsTemplateBody(&body))
 	parameters.SetButtons([]relay.TemplateButton{
 		relay.QuickReplyButtonAsTemplateButton(relay.NewQuickReplyButton("quick_reply", "stop")),
 	})

@@ -36,7 +36,7 @@ def main(generated: str, base_url: str, token: str) -> None:
                     name="order_update",
                     language="en",
                     header=relay.TemplateHeader(relay.VideoHeader(type="video", link="https://cdn.example.com/v.mp4")),
-                    body=["Siva", "#1234"],
+                    body=relay.TemplateBody(["Siva", "#1234"]),
                     buttons=[relay.TemplateButton(relay.UrlButton(type="url", text="orders/1234"))],
                 )
             ),
