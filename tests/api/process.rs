@@ -21,6 +21,7 @@ use crate::helpers::{
     KEY, OTHER_TOKEN, RECIPIENT, TOKEN, qikchat_accepts_slowly, qikchat_success, settings,
 };
 
+mod outbox_crash;
 mod unknown_settings;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");
