@@ -6,10 +6,9 @@
 # What runs (all on 127.0.0.1, free ports, nothing else is contacted):
 #   fake   nginx answering Qikchat's success document to POST /v1/messages (bench/fake.sh), 1
 #          worker, with an access log of one line per send: `$msec` (arrival, ms resolution).
-#   relay  qikchat-relay, release build of this working tree, default settings but for
-#          RELAY_MAX_BODY_BYTES (1 MiB, so that a batch of 1000 fits whatever its texts), once
-#          with its outbox in RELAY_DATA_DIR (SQLite) and once on a local redis-server
-#          (appendonly, fsync every second, as one would run it). A fresh data directory and an
+#   relay  qikchat-relay, release build of this working tree, default settings (a batch has its
+#          own body limit), once with its outbox in RELAY_DATA_DIR (SQLite) and once on a local
+#          redis-server (appendonly, fsync every second, as one would run it). A fresh data directory and an
 #          empty Redis for every start.
 # For each of the two:
 #   batch    OUTBOX_BATCH_ROUNDS `POST /messages/batch` of OUTBOX_BATCH messages, one after the
@@ -227,7 +226,7 @@ start_relay() { # $1: mode, $2: callers file
     "${ON_RELAY[@]}" env -i "PATH=$PATH" "QIKCHAT_API_KEY=$KEY" \
         "QIKCHAT_BASE_URL=http://127.0.0.1:$FAKE_PORT" "RELAY_CLIENTS_FILE=$2" \
         "RELAY_LISTEN_ADDR=127.0.0.1:$RELAY_PORT" "RELAY_DATA_DIR=$data" \
-        "RELAY_MAX_BODY_BYTES=1048576" "${extra[@]}" "$relay_bin" \
+        "${extra[@]}" "$relay_bin" \
         >> "$WORK/relay/stdout-$STARTS.log" 2> "$WORK/relay/stderr-$STARTS.log" &
     relay_pid=$!
     PIDS+=("$relay_pid")

@@ -354,6 +354,15 @@ async fn a_message_is_accepted_at_once_then_delivered_once_under_its_own_id() {
     for field in ["accepted_at", "updated_at", "valid_until"] {
         assert!(delivered[field].is_string(), "{field} in {delivered}");
     }
+    let transitions = samples(&app.scrape().await);
+    assert!(
+        transitions.iter().any(
+            |((name, labels), value)| name == "relay_outbox_transitions_total"
+                && labels.get("status").map(String::as_str) == Some("queued")
+                && *value >= 1.0
+        ),
+        "relay_outbox_transitions_total{{status=\"queued\"}} counts it"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let received = calls.all();
     assert_eq!(received.len(), 1, "exactly one send: {received:?}");
@@ -1069,4 +1078,71 @@ async fn two_replicas_on_redis_send_each_of_100_messages_exactly_once_between_th
         here.len(),
         there.len()
     );
+}
+
+#[tokio::test]
+async fn the_callers_rules_and_quota_are_applied_at_acceptance_alone_and_in_a_batch() {
+    let dir = TempDir::new();
+    let callers = format!(
+        "[clients.billing]\ntoken = \"{TOKEN}\"\ntypes = [\"text\"]\ndestinations = [\"+91\"]\n\
+         daily_quota = 2\n\n[clients.alerts]\ntoken = \"{OTHER_TOKEN}\"\n"
+    );
+    let app = relay_with_file(&dir, &callers, &[]).await;
+    let calls = record(&app.qikchat, "qk", Answer::Accept, Duration::ZERO).await;
+    let base = app.url("");
+    let image = json!({"to": RECIPIENT, "type": "image", "link": "https://cdn.example.com/a.png"});
+    let abroad = json!({"to": "+447700900123", "type": "text", "text": "hi"});
+
+    for (body, rule) in [(&image, "types"), (&abroad, "destinations")] {
+        let refused = problem(
+            post(&app.http, &base, "/messages", TOKEN, body).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_eq!(refused["rule"], rule, "{refused}");
+    }
+    let results = batch_at(
+        &app.http,
+        &base,
+        TOKEN,
+        vec![
+            image.clone(),
+            message(1),
+            abroad.clone(),
+            message(2),
+            message(3),
+        ],
+    )
+    .await;
+    assert_eq!(results[0]["error"]["status"], 403, "{}", results[0]);
+    assert_eq!(results[0]["error"]["rule"], "types", "{}", results[0]);
+    assert_eq!(
+        results[2]["error"]["rule"], "destinations",
+        "{}",
+        results[2]
+    );
+    // The daily quota of 2 counts each accepted message: the third is refused for it.
+    assert!(
+        is_msg_id(results[1]["id"].as_str().unwrap_or_default()),
+        "{}",
+        results[1]
+    );
+    assert!(
+        is_msg_id(results[3]["id"].as_str().unwrap_or_default()),
+        "{}",
+        results[3]
+    );
+    assert_eq!(results[4]["error"]["status"], 429, "{}", results[4]);
+    assert_eq!(results[4]["error"]["rule"], "daily_quota", "{}", results[4]);
+    let over = post(&app.http, &base, "/messages", TOKEN, &message(4)).await;
+    assert_eq!(
+        problem(over, 429, "rate_limited").await["rule"],
+        "daily_quota"
+    );
+
+    assert_eq!(calls.until(2, SHORT).await, 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent: Vec<String> = calls.per_text().into_keys().collect();
+    assert_eq!(sent, ["message 1", "message 2"], "only what was accepted");
 }
