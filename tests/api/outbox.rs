@@ -170,9 +170,17 @@ fn qikchat_body(n: impl std::fmt::Display) -> Value {
     json!({"to_contact": RECIPIENT, "type": "text", "text": {"body": format!("message {n}")}})
 }
 
-/// An RFC 3339 time `offset` from now (`from_now(-d)` is not needed by the tests).
+/// An RFC 3339 time `offset` from now.
 pub fn from_now(offset: Duration) -> String {
-    humantime::format_rfc3339_millis(SystemTime::now() + offset).to_string()
+    at(offset).1
+}
+
+/// The time `offset` from now, to the millisecond, and as RFC 3339: the time is the one the text
+/// says (no fraction of a millisecond lost between them).
+pub fn at(offset: Duration) -> (SystemTime, String) {
+    let text = humantime::format_rfc3339_millis(SystemTime::now() + offset).to_string();
+    let time = humantime::parse_rfc3339(&text).expect("an RFC 3339 time");
+    (time, text)
 }
 
 /// Whether `id` has the shape of a relay id: `^msg_[0-9A-Za-z]{26}$`.
@@ -575,11 +583,8 @@ async fn an_invalid_message_is_refused_at_acceptance_naming_the_field_and_nothin
 async fn a_scheduled_message_waits_for_send_at_then_goes_promptly() {
     let app = spawn_app_with(&[]).await;
     let calls = record(&app.qikchat, "qk", Answer::Accept, Duration::ZERO).await;
-    let send_at = SystemTime::now() + Duration::from_secs(2);
-    let body = message_with(
-        "later",
-        json!({"send_at": humantime::format_rfc3339_millis(send_at).to_string()}),
-    );
+    let (send_at, text) = at(Duration::from_secs(2));
+    let body = message_with("later", json!({ "send_at": text }));
 
     let answer = post(&app.http, &app.url(""), "/messages", TOKEN, &body).await;
     assert_eq!(answer.status(), 202);
@@ -822,11 +827,8 @@ async fn messages_to_one_customer_are_spaced_by_the_recipient_interval() {
 async fn qikchat_answering_429_is_retried_until_valid_until_then_expired() {
     let app = spawn_app_with(&[]).await;
     let calls = record(&app.qikchat, "qk", Answer::Status(429), Duration::ZERO).await;
-    let valid_until = SystemTime::now() + Duration::from_secs(3);
-    let body = message_with(
-        "limited",
-        json!({"valid_until": humantime::format_rfc3339_millis(valid_until).to_string()}),
-    );
+    let (valid_until, text) = at(Duration::from_secs(3));
+    let body = message_with("limited", json!({ "valid_until": text }));
     let id = accept(&app, &body).await;
 
     let mut seen = Vec::new();

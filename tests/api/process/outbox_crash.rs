@@ -5,7 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
@@ -124,14 +124,14 @@ async fn a_relay_killed_mid_backlog_and_restarted_sends_every_message_at_most_on
     let http = reqwest::Client::new();
     let mut first = start(&env).await;
 
-    let send_at = SystemTime::now() + Duration::from_secs(3);
+    let (send_at, send_at_text) = crate::outbox::at(Duration::from_secs(3));
     let scheduled = accept_at(
         &http,
         &first.url,
         TOKEN,
         &json!({"to": crate::helpers::RECIPIENT, "type": "text", "text": "message scheduled",
                 "reference": "ref-scheduled",
-                "send_at": humantime::format_rfc3339_millis(send_at).to_string()}),
+                "send_at": send_at_text}),
     )
     .await;
     let mut ids = all_ids(
