@@ -358,7 +358,7 @@ async fn a_message_is_accepted_at_once_then_delivered_once_under_its_own_id() {
     assert_eq!(delivered["id"], id.as_str(), "{delivered}");
     assert_eq!(delivered["qikchat_id"], "qk000001", "{delivered}");
     assert_eq!(delivered["reference"], "ref-1", "{delivered}");
-    assert!(delivered["attempts"].as_u64() >= Some(1), "{delivered}");
+    assert!(delivered["attempts"].is_u64(), "{delivered}");
     for field in ["accepted_at", "updated_at", "valid_until"] {
         assert!(delivered[field].is_string(), "{field} in {delivered}");
     }
@@ -640,7 +640,8 @@ async fn a_message_is_canceled_before_it_is_sent_and_never_sent() {
         .expect("answer");
     assert_eq!(answer.status(), 200);
     let answer: Value = answer.json().await.expect("json");
-    assert_eq!(answer, json!({"id": id, "status": "canceled"}));
+    assert_eq!(answer["id"], id.as_str(), "{answer}");
+    assert_eq!(answer["status"], "canceled", "{answer}");
 
     tokio::time::sleep(send_at + Duration::from_millis(1000)).await;
     let (_, read) = read_at(&app.http, &app.url(""), TOKEN, &id).await;
@@ -848,10 +849,13 @@ async fn qikchat_answering_429_is_retried_until_valid_until_then_expired() {
 
     assert_eq!(ended["status"], "expired", "{ended} (seen {seen:?})");
     assert!(!seen.iter().any(|s| s == "queued"), "{seen:?}");
+    // Retried until valid_until: not given up on while it could still be sent.
     let ended_at = SystemTime::now();
     assert!(
         ended_at + Duration::from_millis(200) >= valid_until,
-        "expired before valid_until"
+        "expired {:?} before valid_until, after {} calls: {ended}",
+        valid_until.duration_since(ended_at).unwrap_or_default(),
+        calls.len()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let received = calls.all();
@@ -932,15 +936,22 @@ async fn qikchat_unreachable_then_back_gets_the_message_exactly_once() {
         .expect("a free port")
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let app = spawn_app_with(&[("QIKCHAT_BASE_URL", &base)]).await;
+    // One call (its connection retries included) gives up after 500 ms.
+    let app = spawn_app_with(&[
+        ("QIKCHAT_BASE_URL", &base),
+        ("RELAY_UPSTREAM_TIMEOUT_MS", "500"),
+    ])
+    .await;
     let id = accept(&app, &message("patient")).await;
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, waiting) = read_at(&app.http, &app.url(""), TOKEN, &id).await;
-    assert_eq!(
-        waiting["status"], "accepted",
-        "nothing reached Qikchat: {waiting}"
-    );
+    // Nothing reached Qikchat: the message waits for another try (or is in one), it has not ended.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let (_, waiting) = read_at(&app.http, &app.url(""), TOKEN, &id).await;
+        let status = waiting["status"].as_str().unwrap_or_default();
+        assert!(["accepted", "sending"].contains(&status), "{waiting}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
     let qikchat = MockServer::builder().listener(listener).start().await;
