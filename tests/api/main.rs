@@ -13,6 +13,7 @@ mod idempotency;
 mod limiter;
 mod observability;
 mod operations;
+mod outbox_store;
 mod policy;
 mod preflight;
 mod process;
