@@ -15,6 +15,7 @@
 pub mod accept;
 pub mod redis_store;
 pub mod sqlite_store;
+pub mod status;
 pub mod store;
 pub mod worker;
 

@@ -16,14 +16,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Claimed, Finish, Record, Settings, State, Store};
+use super::{Claimed, Finish, Record, Settings, State, Store, status};
 use crate::{
     message::Message,
     metric,
     policy::{Caller, Live},
     qikchat,
     relay::{Delivery, Error, Relay},
-    webhooks::{Owner, Webhooks, event},
+    webhooks::Webhooks,
 };
 
 /// With nothing due, how often the store is asked again (an accepted message also wakes it).
@@ -335,7 +335,7 @@ impl Outbox {
         qikchat_id: Option<&str>,
         error: Option<(String, String)>,
     ) {
-        let change = Change {
+        let change = status::Change {
             id: &message.id,
             caller: &message.caller,
             account: &message.account,
@@ -345,81 +345,11 @@ impl Outbox {
             qikchat_id,
             error: error.as_ref(),
         };
-        post(self.webhooks.as_deref(), &self.relay, change).await;
+        status::post(self.webhooks.as_deref(), &self.relay, change).await;
     }
 
     async fn publish_record(&self, record: &Record) {
-        publish_record(self.webhooks.as_deref(), &self.relay, record).await;
-    }
-}
-
-/// Posts the change `record` now shows (a cancel, a sweep), when webhooks are on.
-pub async fn publish_record(webhooks: Option<&Webhooks>, relay: &Relay, record: &Record) {
-    let change = Change {
-        id: &record.id,
-        caller: &record.caller,
-        account: &record.account,
-        reference: record.reference.as_deref(),
-        attempts: record.attempts,
-        state: record.state,
-        qikchat_id: record.qikchat_id.as_deref(),
-        error: record.error.as_ref(),
-    };
-    post(webhooks, relay, change).await;
-}
-
-/// One change of a message, as its status webhook tells it.
-struct Change<'a> {
-    id: &'a str,
-    caller: &'a str,
-    account: &'a str,
-    reference: Option<&'a str>,
-    attempts: u32,
-    state: State,
-    qikchat_id: Option<&'a str>,
-    error: Option<&'a (String, String)>,
-}
-
-/// Stores the change as an event of the message's own (`data.id` its relay id), routed like
-/// Qikchat's to the caller's `statuses` subscriber: signed, retried, in order per message.
-async fn post(webhooks: Option<&Webhooks>, relay: &Relay, change: Change<'_>) {
-    let Some(webhooks) = webhooks else {
-        return;
-    };
-    let owner = Owner {
-        caller: change.caller.to_owned(),
-        account: change.account.to_owned(),
-        reference: change.reference.map(str::to_owned),
-        relay_id: None,
-    };
-    if let Err(e) = relay
-        .store
-        .remember_owner(change.id, &owner, None, relay.owner_ttl)
-        .await
-    {
-        warn!(error = %e, "an outbox message's change cannot be posted: its sender cannot be recorded");
-        return;
-    }
-    let status = public_status(change.state);
-    let event = event::relay_status(
-        change.id,
-        change.account,
-        status,
-        change.attempts,
-        change.qikchat_id,
-        change
-            .error
-            .map(|(code, detail)| (code.as_str(), detail.as_str())),
-        crate::unix_ms(),
-    );
-    webhooks.publish(&event).await;
-}
-
-/// What a caller is told of a stored state: a claim is still `accepted`.
-pub fn public_status(state: State) -> &'static str {
-    match state {
-        State::Claimed => State::Accepted.as_str(),
-        other => other.as_str(),
+        status::publish_record(self.webhooks.as_deref(), &self.relay, record).await;
     }
 }
 

@@ -111,6 +111,22 @@ pub fn relay_status(
     }
 }
 
+/// Qikchat's status `event` of a message the outbox sent (as `relay_id`), told as the outbox
+/// message's own: `data.id` the relay's id, Qikchat's as `qikchat_id`, its failure reason kept.
+pub fn as_relay_status(event: &Event, relay_id: &str) -> Option<Event> {
+    let status = event.status.as_deref()?;
+    let error = FailureReason::from_payload(&event.payload);
+    Some(relay_status(
+        relay_id,
+        &event.account,
+        status,
+        0,
+        Some(&event.message_id),
+        error.as_ref().map(|e| (e.code.as_str(), e.detail.as_str())),
+        event.received_at_ms,
+    ))
+}
+
 /// What a subscriber receives (Standard Webhooks' `{type, timestamp, data}`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookEvent {

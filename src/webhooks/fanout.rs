@@ -19,7 +19,6 @@ use crate::{
     message::Recipient,
     metric,
     policy::{InboundFilter, Live, OptKeywords},
-    qikchat::FailureReason,
 };
 
 /// How many events or deliveries one pass takes.
@@ -221,17 +220,7 @@ impl Webhooks {
                 };
                 // A message the outbox sent: its statuses are told as the outbox's message's,
                 // by an event of that id (stored before this one counts as routed).
-                if let (Some(relay_id), Some(status)) = (relay_id, &event.status) {
-                    let error = FailureReason::from_payload(&event.payload);
-                    let own = event::relay_status(
-                        &relay_id,
-                        &event.account,
-                        status,
-                        0,
-                        Some(&event.message_id),
-                        error.as_ref().map(|e| (e.code.as_str(), e.detail.as_str())),
-                        event.received_at_ms,
-                    );
+                if let Some(own) = relay_id.and_then(|id| event::as_relay_status(event, &id)) {
                     self.store.ingest(&own).await?;
                     self.wake.notify_waiters();
                     return Ok(Vec::new());

@@ -11,9 +11,7 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::{
     http::{
@@ -24,101 +22,21 @@ use crate::{
     },
     idempotency::{self, Key},
     message::FieldError,
-    outbox::{self, Cancel, Record, Refused, State as Stored, Submission, Taken},
+    outbox::{self, Cancel, Refused, State as Stored, Submission, Taken},
     policy::Caller,
-    relay::Warning,
     webhooks,
 };
 
+mod bodies;
+
+pub use bodies::{
+    Accepted, BatchRequest, BatchResult, BatchResults, OutboxError, OutboxMessage, batch_examples,
+    examples,
+};
+use bodies::{accepted_body, view};
+
 /// The most messages one batch may hold.
 pub const MAX_BATCH: usize = 1000;
-
-/// The outbox took the message: it is sent when due, at the account's pace.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Accepted {
-    /// The relay's id for the message: read it with `GET /messages/{id}`, cancel it with
-    /// `DELETE /messages/{id}`; its status webhooks name it as `data.id`.
-    #[schema(
-        examples("msg_01JEX3Q6Z9T4M8V2K7RWC5N0BD"),
-        pattern = "^msg_[0-9A-Z]{26}$"
-    )]
-    pub id: String,
-    /// `scheduled` (its `send_at` is later) or `accepted` (waiting for its turn); for a retry
-    /// with the same key, where the message is now.
-    #[schema(examples("accepted"))]
-    pub status: String,
-    /// As on `POST /send`: what was found that may stop it on its way.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<Warning>,
-}
-
-/// A batch's body.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchRequest {
-    /// 1 to 1000 messages, each a `POST /messages` body that may also carry `idempotency_key`.
-    #[schema(min_items = 1, max_items = 1000, value_type = Vec<Object>)]
-    pub messages: Vec<Value>,
-}
-
-/// One result per message of a batch, in the same order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchResults {
-    pub results: Vec<BatchResult>,
-}
-
-/// A message of a batch: accepted (`id`, `status`) or refused (`error`) as `POST /messages`
-/// would have refused it alone.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum BatchResult {
-    Accepted(Accepted),
-    Refused { error: Problem },
-}
-
-/// An outbox message, from acceptance to its end.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OutboxMessage {
-    #[schema(examples("msg_01JEX3Q6Z9T4M8V2K7RWC5N0BD"))]
-    pub id: String,
-    /// `scheduled`, `accepted` (waiting for its turn), `sending`, `queued` (Qikchat took it),
-    /// then Qikchat's `sent`, `delivered`, `read` or `failed`; or the relay's ends: `failed`,
-    /// `expired` (not sent by `valid_until`), `canceled`, `unknown` (it may or may not have
-    /// reached Qikchat, and is never sent again). A string, not an enum: Qikchat may add some.
-    #[schema(examples("queued"))]
-    pub status: String,
-    /// Qikchat's id, once Qikchat took it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
-    pub qikchat_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, examples("invoice-2026-0042"))]
-    pub reference: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, examples("2026-12-24T03:30:00.000Z"))]
-    pub send_at: Option<String>,
-    #[schema(examples("2026-12-24T07:30:00.000Z"))]
-    pub valid_until: String,
-    /// Attempts that reached no one (retried), before the one that ended it.
-    pub attempts: u32,
-    /// Why it failed, expired or is unknown, or why its last attempt did not reach Qikchat.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub error: Option<OutboxError>,
-    #[schema(examples("2026-12-23T18:02:11.412Z"))]
-    pub accepted_at: String,
-    #[schema(examples("2026-12-24T03:30:00.208Z"))]
-    pub updated_at: String,
-}
-
-/// Why an outbox message did not (yet) reach Qikchat, or what Qikchat said.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OutboxError {
-    /// A problem `code` (`rate_limited`, `upstream_unavailable`, `forbidden`, `expired`,
-    /// `interrupted`, ...) or WhatsApp's error code for a message Qikchat failed.
-    #[schema(examples("upstream_unavailable"))]
-    pub code: String,
-    pub detail: String,
-}
 
 #[utoipa::path(
     post,
@@ -285,11 +203,11 @@ pub async fn cancel(
         Ok(Cancel::Canceled(record)) => {
             metrics::counter!(crate::metric::OUTBOX_TRANSITIONS_TOTAL, "status" => "canceled")
                 .increment(1);
-            outbox::worker::publish_record(state.webhooks.as_deref(), &state.relay, &record).await;
+            outbox::status::publish_record(state.webhooks.as_deref(), &state.relay, &record).await;
             Json(view(&record, None)).into_response()
         }
         Ok(Cancel::NotCancelable(record)) => ApiError::NotCancelable {
-            status: outbox::worker::public_status(record.state),
+            status: outbox::status::public_status(record.state),
         }
         .into_response(),
         Ok(Cancel::NotFound) => not_found().into_response(),
@@ -359,49 +277,6 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no such message of this caller in the outbox".to_owned())
 }
 
-/// A record as callers read it; `later` is Qikchat's status after `queued`, with its payload.
-fn view(record: &Record, later: Option<(String, Value)>) -> OutboxMessage {
-    let now = crate::unix_ms();
-    let mut status = outbox::worker::public_status(record.state).to_owned();
-    // A scheduled message whose time has come waits for its turn like any other.
-    if record.state == Stored::Scheduled && record.due_at_ms <= now {
-        status = Stored::Accepted.as_str().to_owned();
-    }
-    let mut error = record.error.as_ref().map(|(code, detail)| OutboxError {
-        code: code.clone(),
-        detail: detail.clone(),
-    });
-    if let Some((later, payload)) = later {
-        status = later;
-        if let Some(reason) = crate::qikchat::FailureReason::from_payload(&payload) {
-            error = Some(OutboxError {
-                code: reason.code,
-                detail: reason.detail,
-            });
-        }
-    }
-    OutboxMessage {
-        id: record.id.clone(),
-        status,
-        qikchat_id: record.qikchat_id.clone(),
-        reference: record.reference.clone(),
-        send_at: record.send_at_ms.map(crate::rfc3339_ms),
-        valid_until: crate::rfc3339_ms(record.valid_until_ms),
-        attempts: record.attempts,
-        error,
-        accepted_at: crate::rfc3339_ms(record.accepted_at_ms),
-        updated_at: crate::rfc3339_ms(record.updated_at_ms),
-    }
-}
-
-fn accepted_body(taken: Taken) -> Accepted {
-    Accepted {
-        id: taken.id,
-        status: outbox::worker::public_status(taken.state).to_owned(),
-        warnings: taken.warnings,
-    }
-}
-
 fn accepted_response(taken: Taken) -> Response {
     let replayed = taken.replayed;
     let body = accepted_body(taken);
@@ -424,34 +299,4 @@ fn refusal(refused: Refused) -> ApiError {
         Refused::Full => ApiError::OutboxFull,
         Refused::Unavailable => ApiError::OutboxUnavailable,
     }
-}
-
-/// Ready `POST /messages` requests, shown in Swagger UI and checked by the tests.
-pub fn examples() -> Vec<(&'static str, Value)> {
-    use serde_json::json;
-    vec![
-        (
-            "now",
-            json!({"to": "+918080808080", "type": "text", "text": "Your order #1234 has shipped", "reference": "order-1234-shipped"}),
-        ),
-        (
-            "scheduled",
-            json!({"to": "+918080808080", "type": "template", "template": {
-                "name": "order_update", "language": "en", "body": ["Siva", "#1234"]},
-                "send_at": "2026-12-24T09:00:00+05:30", "valid_until": "2026-12-24T13:00:00+05:30",
-                "reference": "order-1234-reminder"}),
-        ),
-    ]
-}
-
-/// A ready `POST /messages/batch` request.
-pub fn batch_examples() -> Vec<(&'static str, Value)> {
-    use serde_json::json;
-    vec![(
-        "two_messages",
-        json!({"messages": [
-            {"to": "+918080808080", "type": "text", "text": "Your OTP is 4711", "idempotency_key": "otp-4711"},
-            {"to": "+918080808081", "type": "text", "text": "Your order #1234 has shipped", "reference": "order-1234"}
-        ]}),
-    )]
 }
