@@ -18,15 +18,6 @@ use crate::{
     qikchat::{self, MessageStatus},
 };
 
-/// What `GET /messages/{id}` answers: Qikchat's status of its id, or the outbox's record of a
-/// relay id.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum MessageRead {
-    Qikchat(MessageStatus),
-    Outbox(super::outbox::OutboxMessage),
-}
-
 /// Qikchat ids are ~25 alphanumerics; sandbox ids add `sandbox-`. Anything else is not an id.
 const MAX_ID_LEN: usize = 128;
 
@@ -38,7 +29,7 @@ const MAX_ID_LEN: usize = 128;
     summary = "Look up a message's delivery status",
     params(("id" = String, Path, description = "The id `POST /send` answered with (Qikchat's), or the one `POST /messages` answered with (the relay's, `msg_...`)", max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")),
     responses(
-        (status = 200, description = "For Qikchat's id, the latest status: the last one Qikchat posted to the relay's webhook, else Qikchat's status lookup (`MessageStatus`). For a relay id, the message's whole life in the outbox (`OutboxMessage`)", body = MessageRead,
+        (status = 200, description = "For Qikchat's id, the latest status: the last one Qikchat posted to the relay's webhook, else Qikchat's status lookup. For a relay id, the message's whole life in the outbox, with Qikchat's statuses once it took it", body = MessageStatus,
             headers(("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota: as on `POST /send` (a lookup takes nothing)"),
                 ("RateLimit-Remaining" = u64, description = "As on `POST /send`"),
                 ("RateLimit-Reset" = u64, description = "As on `POST /send`"))),
@@ -65,13 +56,10 @@ pub async fn status(
     let mut answer = if crate::outbox::is_relay_id(&id) {
         super::outbox::read(&state, &caller, &id)
             .await
-            .map(|message| Json(MessageRead::Outbox(message)))
+            .map(Json)
             .into_response()
     } else {
-        lookup(&state, &caller, id)
-            .await
-            .map(|Json(status)| Json(MessageRead::Qikchat(status)))
-            .into_response()
+        lookup(&state, &caller, id).await.into_response()
     };
     // A caller with limits learns where it stands on every answer (`RateLimit-*`).
     if let Some(limit) = limits::current(&state.relay.limiter, &caller.rules).await {

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::{
     http::error::Problem,
     outbox::{self, Record, State as Stored, Taken},
+    qikchat::{FailureReason, MessageStatus},
     relay::Warning,
 };
 
@@ -53,83 +54,40 @@ pub enum BatchResult {
     Refused { error: Problem },
 }
 
-/// An outbox message, from acceptance to its end.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OutboxMessage {
-    #[schema(examples("msg_01JEX3Q6Z9T4M8V2K7RWC5N0BD"))]
-    pub id: String,
-    /// `scheduled`, `accepted` (waiting for its turn), `sending`, `queued` (Qikchat took it),
-    /// then Qikchat's `sent`, `delivered`, `read` or `failed`; or the relay's ends: `failed`,
-    /// `expired` (not sent by `valid_until`), `canceled`, `unknown` (it may or may not have
-    /// reached Qikchat, and is never sent again). A string, not an enum: Qikchat may add some.
-    #[schema(examples("queued"))]
-    pub status: String,
-    /// Qikchat's id, once Qikchat took it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
-    pub qikchat_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, examples("invoice-2026-0042"))]
-    pub reference: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, examples("2026-12-24T03:30:00.000Z"))]
-    pub send_at: Option<String>,
-    #[schema(examples("2026-12-24T07:30:00.000Z"))]
-    pub valid_until: String,
-    /// Attempts that reached no one (retried), before the one that ended it.
-    pub attempts: u32,
-    /// Why it failed, expired or is unknown, or why its last attempt did not reach Qikchat.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub error: Option<OutboxError>,
-    #[schema(examples("2026-12-23T18:02:11.412Z"))]
-    pub accepted_at: String,
-    #[schema(examples("2026-12-24T03:30:00.208Z"))]
-    pub updated_at: String,
-}
-
-/// Why an outbox message did not (yet) reach Qikchat, or what Qikchat said.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OutboxError {
-    /// A problem `code` (`rate_limited`, `upstream_unavailable`, `forbidden`, `expired`,
-    /// `interrupted`, ...) or WhatsApp's error code for a message Qikchat failed.
-    #[schema(examples("upstream_unavailable"))]
-    pub code: String,
-    pub detail: String,
-}
-
-/// A record as callers read it; `later` is Qikchat's status after `queued`, with its payload.
-pub(super) fn view(record: &Record, later: Option<(String, Value)>) -> OutboxMessage {
+/// A record as callers read it; `later` is Qikchat's status after `queued`, with the payload of
+/// its event (its failure reason is read from it).
+pub(super) fn view(record: &Record, later: Option<(String, Value)>) -> MessageStatus {
     let now = crate::unix_ms();
     let mut status = outbox::status::public_status(record.state).to_owned();
     // A scheduled message whose time has come waits for its turn like any other.
     if record.state == Stored::Scheduled && record.due_at_ms <= now {
         status = Stored::Accepted.as_str().to_owned();
     }
-    let mut error = record.error.as_ref().map(|(code, detail)| OutboxError {
-        code: code.clone(),
-        detail: detail.clone(),
-    });
+    let mut read = MessageStatus {
+        error: record.error.as_ref().map(|(code, detail)| FailureReason {
+            code: code.clone(),
+            detail: detail.clone(),
+        }),
+        ..MessageStatus::default()
+    };
     if let Some((later, payload)) = later {
-        status = later;
-        if let Some(reason) = crate::qikchat::FailureReason::from_payload(&payload) {
-            error = Some(OutboxError {
-                code: reason.code,
-                detail: reason.detail,
-            });
+        // The outbox's own event of Qikchat's status: its reason, when it failed.
+        if let Some(reason) = FailureReason::from_payload(&payload) {
+            read.error = Some(reason);
         }
+        status = later;
     }
-    OutboxMessage {
+    MessageStatus {
         id: record.id.clone(),
         status,
         qikchat_id: record.qikchat_id.clone(),
         reference: record.reference.clone(),
         send_at: record.send_at_ms.map(crate::rfc3339_ms),
-        valid_until: crate::rfc3339_ms(record.valid_until_ms),
-        attempts: record.attempts,
-        error,
-        accepted_at: crate::rfc3339_ms(record.accepted_at_ms),
-        updated_at: crate::rfc3339_ms(record.updated_at_ms),
+        valid_until: Some(crate::rfc3339_ms(record.valid_until_ms)),
+        attempts: Some(record.attempts),
+        accepted_at: Some(crate::rfc3339_ms(record.accepted_at_ms)),
+        updated_at: Some(crate::rfc3339_ms(record.updated_at_ms)),
+        ..read
     }
 }
 

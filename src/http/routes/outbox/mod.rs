@@ -24,15 +24,13 @@ use crate::{
     message::FieldError,
     outbox::{self, Cancel, Refused, State as Stored, Submission, Taken},
     policy::Caller,
+    qikchat::MessageStatus,
     webhooks,
 };
 
 mod bodies;
 
-pub use bodies::{
-    Accepted, BatchRequest, BatchResult, BatchResults, OutboxError, OutboxMessage, batch_examples,
-    examples,
-};
+pub use bodies::{Accepted, BatchRequest, BatchResult, BatchResults, batch_examples, examples};
 use bodies::{accepted_body, view};
 
 /// The most messages one batch may hold.
@@ -181,7 +179,7 @@ pub async fn batch(
     summary = "Cancel a queued or scheduled message",
     params(("id" = String, Path, description = "The id `POST /messages` answered with", pattern = "^msg_[0-9A-Z]{26}$")),
     responses(
-        (status = 200, description = "Canceled: it will never be sent", body = OutboxMessage),
+        (status = 200, description = "Canceled: it will never be sent", body = MessageStatus),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "`not_found`: not an outbox message of this caller", body = Problem, content_type = "application/problem+json"),
@@ -220,7 +218,7 @@ pub async fn cancel(
 
 /// `GET /messages/{id}` for a relay id: the caller's own message, as stored, with Qikchat's later
 /// status once it took it (from its webhooks).
-pub async fn read(state: &AppState, caller: &Caller, id: &str) -> Result<OutboxMessage, ApiError> {
+pub async fn read(state: &AppState, caller: &Caller, id: &str) -> Result<MessageStatus, ApiError> {
     let record = state.outbox.store.get(id).await.map_err(|e| {
         tracing::warn!(error = %e, "the outbox cannot be read");
         ApiError::OutboxUnavailable
@@ -250,7 +248,7 @@ pub async fn read(state: &AppState, caller: &Caller, id: &str) -> Result<OutboxM
     summary = "Outbox messages that ended failed or unknown (operators)",
     params(super::ListQuery),
     responses(
-        (status = 200, description = "Newest first", body = Vec<OutboxMessage>),
+        (status = 200, description = "Newest first", body = Vec<MessageStatus>),
         (status = 422, description = "`invalid_request`: `limit` is not 1 to 1000", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: RELAY_ADMIN_TOKEN is required", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
@@ -263,7 +261,7 @@ pub async fn dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
+) -> Result<Json<Vec<MessageStatus>>, ApiError> {
     auth::admin(&state, &headers)?;
     let limit = super::limit(query.as_deref())?;
     let records = state.outbox.store.dead_letters(limit).await.map_err(|e| {
