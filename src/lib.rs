@@ -37,6 +37,7 @@ pub mod http;
 pub mod idempotency;
 pub mod message;
 pub mod metric;
+pub mod outbox;
 pub mod policy;
 pub mod preflight;
 pub mod qikchat;

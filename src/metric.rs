@@ -84,6 +84,14 @@ families! {
         "Sends that went out with a warning about the conversation, by rule: outside_customer_window (RELAY_CUSTOMER_WINDOW=warn).";
     counter OPT_OUT_CHANGES_TOTAL = "relay_opt_out_changes_total" in Count,
         "Changes asked of the opt-out lists, by change (opt_out, opt_in) and how: keyword (a customer wrote one; counted each time its event is routed) or admin (an operator's PUT or DELETE).";
+    gauge OUTBOX_WAITING = "relay_outbox_waiting" in Count,
+        "Outbox messages not yet ended (scheduled, accepted, being sent), in the whole outbox (every replica sees the same with Redis): what RELAY_OUTBOX_MAX bounds.";
+    gauge OUTBOX_OLDEST_DUE_SECONDS = "relay_outbox_oldest_due_seconds" in Seconds,
+        "How long the oldest outbox message that is due and not yet sent has been due (0 when none is): how far delivery is behind.";
+    counter OUTBOX_TRANSITIONS_TOTAL = "relay_outbox_transitions_total" in Count,
+        "Outbox messages that reached each status: accepted and scheduled at acceptance, then queued (Qikchat took it), failed, expired, canceled or unknown.";
+    counter OUTBOX_RETRIES_TOTAL = "relay_outbox_retries_total" in Count,
+        "Outbox deliveries put back for a later attempt because nothing reached Qikchat (unreachable, its 429, a store that could not be read).";
     gauge BUILD_INFO = "relay_build_info",
         "Always 1; the version label is the relay's version.";
 }

@@ -85,6 +85,15 @@ pub(super) struct Env {
     pub(super) relay_customer_window: Option<String>,
     #[serde(default = "default_customer_window_s")]
     pub(super) relay_customer_window_s: u64,
+    #[serde(default = "default_max_batch_bytes")]
+    pub(super) relay_max_batch_bytes: usize,
+    #[serde(default = "default_outbox_validity_s")]
+    pub(super) relay_outbox_validity_s: u64,
+    pub(super) relay_outbox_lease_ms: Option<u64>,
+    #[serde(default = "default_outbox_max")]
+    pub(super) relay_outbox_max: u64,
+    #[serde(default = "default_outbox_concurrency")]
+    pub(super) relay_outbox_concurrency: usize,
 }
 
 impl Env {
@@ -121,6 +130,16 @@ fn default_webhook_store_max_mb() -> u64 {
 fn default_customer_window_s() -> u64 {
     86_400
 }
+/// Four hours: a notification later than that is usually worse than none.
+fn default_outbox_validity_s() -> u64 {
+    14_400
+}
+fn default_outbox_max() -> u64 {
+    100_000
+}
+fn default_outbox_concurrency() -> usize {
+    64
+}
 fn default_message_owner_ttl_s() -> u64 {
     7 * 86_400
 }
@@ -146,6 +165,10 @@ fn default_max_in_flight() -> usize {
 }
 fn default_max_body_bytes() -> usize {
     64 * 1024
+}
+/// 1000 messages of 8 KiB each: room for a full batch of long templates.
+fn default_max_batch_bytes() -> usize {
+    8 * 1024 * 1024
 }
 fn default_drain_timeout_ms() -> u64 {
     30_000

@@ -16,11 +16,13 @@ use crate::policy::{self, KeySource};
 mod callers;
 mod env;
 mod known;
+mod outbox;
 mod traces;
 mod webhooks;
 
 use callers::parse_callers;
 use env::{Env, parse_or, positive};
+pub use outbox::OutboxSettings;
 pub use traces::Traces;
 use traces::traces;
 pub use webhooks::{StoreSettings, WebhookSettings};
@@ -39,6 +41,8 @@ pub struct Config {
     pub upstream_timeout_ms: u64,
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
+    /// `POST /messages/batch`'s own body limit (`RELAY_MAX_BATCH_BYTES`).
+    pub max_batch_bytes: usize,
     /// What one client connection may hold and for how long (`RELAY_HEADER_TIMEOUT_MS`, ...).
     pub connections: ConnectionLimits,
     pub drain_timeout_ms: u64,
@@ -66,6 +70,8 @@ pub struct Config {
     pub admin_token_sha256: Option<[u8; 32]>,
     /// The customer-service window (`RELAY_CUSTOMER_WINDOW`, `RELAY_CUSTOMER_WINDOW_S`).
     pub conversation: crate::conversation::Settings,
+    /// Queued and scheduled sends (`RELAY_OUTBOX_*`).
+    pub outbox: OutboxSettings,
 }
 /// Bounds on client connections, so that no client, with or without a token, can hold the
 /// relay's memory, descriptors or time (the contract's "Holding under hostile load").
@@ -178,6 +184,7 @@ impl Config {
         // Before anything is parsed: a misspelt setting may be why another one seems missing.
         known::refuse_unknown(pairs.iter().map(|(k, _)| k.as_str()))?;
         let env = Env::read(pairs)?;
+        let outbox = outbox::outbox(&env)?;
 
         let traces = traces(&env)?;
         let webhooks = webhooks(&env)?;
@@ -237,6 +244,7 @@ impl Config {
         positive("RELAY_RELOAD_INTERVAL_MS", env.relay_reload_interval_ms)?;
         positive("RELAY_MAX_IN_FLIGHT", env.relay_max_in_flight as u64)?;
         positive("RELAY_MAX_BODY_BYTES", env.relay_max_body_bytes as u64)?;
+        positive("RELAY_MAX_BATCH_BYTES", env.relay_max_batch_bytes as u64)?;
         positive("RELAY_HEADER_TIMEOUT_MS", env.relay_header_timeout_ms)?;
         positive("RELAY_IDLE_TIMEOUT_MS", env.relay_idle_timeout_ms)?;
         positive("RELAY_BODY_TIMEOUT_MS", env.relay_body_timeout_ms)?;
@@ -293,6 +301,7 @@ impl Config {
             upstream_timeout_ms: env.relay_upstream_timeout_ms,
             max_in_flight: env.relay_max_in_flight,
             max_body_bytes: env.relay_max_body_bytes,
+            max_batch_bytes: env.relay_max_batch_bytes,
             connections: ConnectionLimits {
                 header_timeout_ms: env.relay_header_timeout_ms,
                 idle_timeout_ms: env.relay_idle_timeout_ms,
@@ -315,6 +324,7 @@ impl Config {
             store,
             admin_token_sha256,
             conversation,
+            outbox,
         })
     }
 

@@ -53,11 +53,19 @@ pub fn router(state: AppState, body: BodyLimits) -> Router {
         // Every body is read whole, within its size and time limits, before any handler runs:
         // a slow or oversized body is refused here for every route alike (408, 413).
         .layer(middleware::from_fn_with_state(body, routes::read_body))
-        .layer(DefaultBodyLimit::max(body.max_bytes));
+        .layer(DefaultBodyLimit::max(
+            body.max_bytes.max(body.max_batch_bytes),
+        ));
 
     Router::new()
         .route("/send", post(routes::send::send))
-        .route("/messages/{id}", get(routes::messages::status))
+        .route("/messages", post(routes::outbox::accept))
+        .route("/messages/batch", post(routes::outbox::batch))
+        .route(
+            "/messages/{id}",
+            get(routes::messages::status).delete(routes::outbox::cancel),
+        )
+        .route("/outbox/dead-letters", get(routes::outbox::dead_letters))
         .route(
             "/customers/{number}/window",
             get(routes::conversation::window),
@@ -131,6 +139,7 @@ impl App {
             &background.tasks,
             background.stop.clone(),
         );
+        state.outbox.start(&background.tasks, &background.stop);
         if let Some(webhooks) = &state.webhooks {
             webhooks.start(&background.tasks, &background.stop);
         }
@@ -143,6 +152,7 @@ impl App {
                 state.clone(),
                 BodyLimits {
                     max_bytes: config.max_body_bytes,
+                    max_batch_bytes: config.max_batch_bytes,
                     timeout: config.connections.body_timeout(),
                 },
             ),

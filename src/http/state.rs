@@ -15,6 +15,7 @@ use crate::{
     http::error,
     idempotency::{Backend, Idempotency, MemoryStore},
     metric,
+    outbox::{self, Outbox},
     policy::Live,
     preflight::Preflight,
     ratelimit::Limiter,
@@ -46,6 +47,8 @@ pub struct AppState {
     pub webhooks: Option<Arc<Webhooks>>,
     /// SHA-256 of `RELAY_ADMIN_TOKEN`, for the operator's endpoints (`http::auth::admin`).
     pub admin_token_sha256: Option<[u8; 32]>,
+    /// Queued and scheduled sends (`POST /messages`) and their delivery worker.
+    pub outbox: Arc<Outbox>,
 }
 
 impl AppState {
@@ -117,13 +120,33 @@ impl AppState {
             max_in_flight: config.max_in_flight,
             draining: AtomicBool::new(false),
             answer_for: error::stored_answer,
+            describe: error::describe,
         };
+        let outbox_store = match &config.redis_url {
+            Some(url) => outbox::Store::Redis(
+                outbox::redis_store::RedisStore::new(url.expose_secret(), REDIS_TIMEOUT)
+                    .map_err(no_client)?,
+            ),
+            None => outbox::Store::Sqlite(
+                outbox::sqlite_store::SqliteStore::open(&config.store.data_dir)
+                    .map_err(|e| std::io::Error::other(format!("RELAY_DATA_DIR: {e}")))?,
+            ),
+        };
+        let relay = Arc::new(relay);
+        let outbox = Outbox::new(
+            outbox_store,
+            config.outbox,
+            relay.clone(),
+            policy.clone(),
+            webhooks.clone(),
+        );
         Ok(Self {
             webhooks,
             policy,
-            relay: Arc::new(relay),
+            relay,
             metrics,
             admin_token_sha256: config.admin_token_sha256,
+            outbox: Arc::new(outbox),
         })
     }
 }

@@ -58,6 +58,56 @@ pub async fn check(
     account: &AccountSpec,
     to: &Recipient,
 ) -> Result<Option<RateLimitHeaders>, Refused> {
+    take(limiter, rules, Some((account, to))).await
+}
+
+/// The caller's own limits alone (rate and daily quota), as [`check`] takes them: what a message
+/// accepted into the outbox counts at acceptance. The account's pacing is its delivery's
+/// ([`pace`]).
+pub async fn check_caller(
+    limiter: &Limiter,
+    rules: &Rules,
+) -> Result<Option<RateLimitHeaders>, Refused> {
+    take(limiter, rules, None).await
+}
+
+/// The account's pacing alone (`rate_per_second`, the recipient's interval) for a message the
+/// outbox delivers: `Ok(None)` when it may go now (the pace is taken), `Ok(Some(wait))` when it
+/// must wait that long first (nothing is taken). A paced message waits; it is never refused.
+pub async fn pace(
+    limiter: &Limiter,
+    account: &AccountSpec,
+    to: &Recipient,
+) -> Result<Option<Duration>, Refusal> {
+    let recipient_key = format!("recipient:{}:{}", account.name, to.pseudonym());
+    let account_key = format!("account:{}", account.name);
+    let mut rates: Vec<(&str, Rate)> = Vec::new();
+    if let Some(rate) = account.rate {
+        rates.push((&account_key, rate));
+    }
+    if let Some(rate) = account.recipient_rate {
+        rates.push((&recipient_key, rate));
+    }
+    if rates.is_empty() {
+        return Ok(None);
+    }
+    let decisions = limiter
+        .take_all(&rates)
+        .await
+        .map_err(|e| unavailable(e).0)?;
+    Ok(decisions
+        .iter()
+        .filter(|decision| !decision.allowed)
+        .map(|decision| decision.retry_after)
+        .max())
+}
+
+/// [`check`], with the account's pacing only when `account` is given.
+async fn take(
+    limiter: &Limiter,
+    rules: &Rules,
+    account: Option<(&AccountSpec, &Recipient)>,
+) -> Result<Option<RateLimitHeaders>, Refused> {
     let caller_key = format!("caller:{}", rules.name);
     // The quota's headers and the caller rate's; answers carry the tighter of the two.
     let mut quota_seen = None;
@@ -78,17 +128,23 @@ pub async fn check(
     }
 
     // Recipients are kept as hashes: the limits store holds no phone numbers.
-    let recipient_key = format!("recipient:{}:{}", account.name, to.pseudonym());
-    let account_key = format!("account:{}", account.name);
+    let keys = account.map(|(account, to)| {
+        (
+            format!("account:{}", account.name),
+            format!("recipient:{}:{}", account.name, to.pseudonym()),
+        )
+    });
     let mut rates: Vec<(&str, Rate, Rule)> = Vec::new();
     if let Some(rate) = rules.rate {
         rates.push((&caller_key, rate, Rule::RatePerMinute));
     }
-    if let Some(rate) = account.rate {
-        rates.push((&account_key, rate, Rule::RatePerSecond));
-    }
-    if let Some(rate) = account.recipient_rate {
-        rates.push((&recipient_key, rate, Rule::RecipientIntervalMs));
+    if let (Some((account, _)), Some((account_key, recipient_key))) = (account, &keys) {
+        if let Some(rate) = account.rate {
+            rates.push((account_key, rate, Rule::RatePerSecond));
+        }
+        if let Some(rate) = account.recipient_rate {
+            rates.push((recipient_key, rate, Rule::RecipientIntervalMs));
+        }
     }
     if rates.is_empty() {
         return Ok(quota_seen);
@@ -132,11 +188,12 @@ pub async fn check(
         ),
         Rule::RatePerSecond => format!(
             "account {} may send {} messages a second",
-            account.name, rate.burst
+            account.map_or("", |(account, _)| account.name.as_str()),
+            rate.burst
         ),
         _ => format!(
             "{} was sent {} messages in a burst; WhatsApp allows one every {} ms after that",
-            to.masked(),
+            account.map_or_else(String::new, |(_, to)| to.masked()),
             rate.burst,
             rate.interval.as_millis()
         ),

@@ -97,10 +97,10 @@ impl Qikchat {
             delivered_at: maybe(status.delivered_at),
             read_at: maybe(status.read_at),
             updated_at: maybe(status.updated_at),
-            reference: None,
             error: status
                 .error
                 .map(|error| error.passed_on(|t| self.passed_on(t))),
+            ..MessageStatus::default()
         })
     }
 

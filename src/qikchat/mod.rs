@@ -61,14 +61,41 @@ pub struct Accepted {
     pub http_status: Option<u16>,
 }
 
-/// The delivery status of a message, from Qikchat's status lookup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+/// The delivery status of a message: for Qikchat's id, from Qikchat (its webhook or its status
+/// lookup); for the relay's id (`msg_...`, `POST /messages`), the message's whole life in the
+/// outbox, with Qikchat's later statuses once Qikchat took it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 pub struct MessageStatus {
+    /// The id asked for.
     #[schema(examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
     pub id: String,
-    /// `queued`, `sent`, `delivered`, `read` or `failed` (others are passed on as Qikchat names them).
+    /// `queued`, `sent`, `delivered`, `read` or `failed` (others are passed on as Qikchat names
+    /// them). An outbox message is first `scheduled` or `accepted` (waiting for its turn), then
+    /// `sending`, then `queued` and Qikchat's statuses, or one of the relay's ends: `failed`,
+    /// `expired` (not sent by `valid_until`), `canceled`, `unknown` (it may or may not have reached
+    /// Qikchat, and is never sent again).
     #[schema(examples("delivered"))]
     pub status: String,
+    /// Outbox messages: Qikchat's id, once Qikchat took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
+    pub qikchat_id: Option<String>,
+    /// Outbox messages: not sent before this time, when the caller gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("2026-12-24T03:30:00.000Z"))]
+    pub send_at: Option<String>,
+    /// Outbox messages: never sent after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("2026-12-24T07:30:00.000Z"))]
+    pub valid_until: Option<String>,
+    /// Outbox messages: attempts that reached no one and were tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples(0))]
+    pub attempts: Option<u32>,
+    /// Outbox messages: when the relay accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("2026-12-23T18:02:11.412Z"))]
+    pub accepted_at: Option<String>,
     /// The message type, as Qikchat reports it.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, examples("template"))]
@@ -90,7 +117,9 @@ pub struct MessageStatus {
     #[schema(nullable = false, examples("invoice-2026-0042"))]
     pub reference: Option<String>,
     /// Why the message failed, when Qikchat's status says so (`errors[0]`, `error` or `reason`
-    /// in its payload).
+    /// in its payload); for an outbox message also why the relay ended it (`code`: a problem
+    /// code such as `forbidden`, `expired`, `interrupted`), or why its last attempt reached no
+    /// one (`upstream_unavailable`, `rate_limited`) while it waits for the next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub error: Option<FailureReason>,
@@ -110,9 +139,9 @@ impl MessageStatus {
             delivered_at: text(details, "deliveredAt"),
             read_at: text(details, "readAt"),
             updated_at: text(details, "lastUpdatedAt"),
-            // Known to the relay, not to Qikchat: the caller of this sets it.
-            reference: None,
             error: FailureReason::from_payload(payload),
+            // The reference is known to the relay, not to Qikchat: the caller of this sets it.
+            ..Self::default()
         })
     }
 }
@@ -204,13 +233,7 @@ impl Upstream {
             Self::Sandbox if id.starts_with("sandbox-") => Ok(MessageStatus {
                 id: id.to_owned(),
                 status: "queued".to_owned(),
-                message_type: None,
-                sent_at: None,
-                delivered_at: None,
-                read_at: None,
-                updated_at: None,
-                reference: None,
-                error: None,
+                ..MessageStatus::default()
             }),
             Self::Sandbox => Err(Error::NotFound),
         }

@@ -49,10 +49,11 @@ impl Relay {
                 caller: sender.caller.to_string(),
                 account: sender.account.spec.name.clone(),
                 reference: message.reference.clone(),
+                relay_id: sender.relay_id.clone(),
             };
             if let Err(e) = self
                 .store
-                .remember_owner(&accepted.id, &owner, &message.to, self.owner_ttl)
+                .remember_owner(&accepted.id, &owner, Some(&message.to), self.owner_ttl)
                 .await
             {
                 warn!(error = %e, "the message was sent, but its sender could not be recorded: its status reads and statuses will not reach its caller");
@@ -120,6 +121,8 @@ pub(super) struct InFlight {
 pub(super) struct Sender {
     pub(super) caller: Arc<str>,
     pub(super) account: Arc<Account>,
+    /// The outbox's id of the message, when the outbox sends it: its statuses name that id.
+    pub(super) relay_id: Option<String>,
 }
 
 /// A send with a key is refused rather than sent without protection against duplicates.

@@ -24,15 +24,17 @@ use utoipa::ToSchema;
 mod call;
 mod conversation;
 mod error;
+mod later;
 
 pub use error::Error;
+pub use later::Delivery;
 
 use crate::{
     audit::SendAttempt,
     idempotency::{self, Answer, Begin, Claim, Idempotency, Key},
     message::Message,
     metric,
-    policy::{Caller, limits},
+    policy::{Account, Caller, limits},
     preflight::{self, MediaProblem, Preflight},
     qikchat,
     ratelimit::Limiter,
@@ -139,6 +141,9 @@ pub struct Relay {
     /// answered (and will be again): `http::error::stored_answer`, problem+json. The pipeline
     /// itself knows no HTTP.
     pub answer_for: fn(&Error, &str) -> Answer,
+    /// An error's `code` and `detail`, as its caller would read them over HTTP: what an outbox
+    /// message that failed records (`http::error::describe`).
+    pub describe: fn(&Error) -> (String, String),
 }
 
 impl Relay {
@@ -178,18 +183,7 @@ impl Relay {
         options: Options,
         attempt: &mut SendAttempt,
     ) -> Result<Outcome, Error> {
-        // What the caller may not send is refused before anything else happens, and so is what
-        // the customer refused (an opt-out) or WhatsApp would fail (outside the window).
-        caller.rules.permit(&message)?;
-        let account = caller.account()?;
-        // A declaration may be one account's, so templates are checked once the account is
-        // known, and before the key is claimed: the claim's fingerprint is over the body as
-        // sent, where a body by name is already the declared list.
-        let message = caller
-            .policy
-            .templates
-            .resolve(&account.spec.name, message)?;
-        let window_warning = self.hold_by_conversation(caller, &message).await?;
+        let (account, message, window_warning) = self.judge(caller, message).await?;
         // From here to its answer the send counts towards the caller's own limit, link check
         // included, so one caller's hanging links fill only its own slots.
         let slot = match caller.rules.max_in_flight {
@@ -271,6 +265,7 @@ impl Relay {
                 call::Sender {
                     caller: caller.name.clone(),
                     account,
+                    relay_id: None,
                 },
                 message,
                 warnings,
@@ -294,6 +289,30 @@ impl Relay {
         };
         attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
         result.map(Outcome::Queued)
+    }
+
+    /// What the caller may not send is refused before anything else happens, and so is what the
+    /// customer refused (an opt-out) or WhatsApp would fail (outside the window): the checks a
+    /// message meets at `POST /send`, at acceptance into the outbox, and again at its delivery
+    /// (the callers file, the templates or the customer may have changed meanwhile). Returns the
+    /// caller's account, the message with its declared template resolved, and the window's
+    /// warning.
+    pub async fn judge(
+        &self,
+        caller: &Caller,
+        message: Message,
+    ) -> Result<(Arc<Account>, Message, Option<Warning>), Error> {
+        caller.rules.permit(&message)?;
+        let account = caller.account()?;
+        // A declaration may be one account's, so templates are checked once the account is
+        // known, and before the key is claimed: the claim's fingerprint is over the body as
+        // sent, where a body by name is already the declared list.
+        let message = caller
+            .policy
+            .templates
+            .resolve(&account.spec.name, message)?;
+        let window_warning = self.hold_by_conversation(caller, &message).await?;
+        Ok((account, message, window_warning))
     }
 
     /// Claims `key` for this send; `Err` carries the stored answer of an earlier one.
@@ -347,7 +366,7 @@ impl Relay {
 /// caller's `reference` after a NUL byte. JSON never holds a raw NUL, so no body without a
 /// reference reads like one with it, and a body without a reference fingerprints exactly as it
 /// did before references existed: keys stored by an older relay still match after an upgrade.
-fn normalised(message: &Message) -> Vec<u8> {
+pub fn normalised(message: &Message) -> Vec<u8> {
     let mut normalised = serde_json::to_vec(&qikchat::send_body(message)).unwrap_or_default();
     if let Some(reference) = &message.reference {
         normalised.push(0);

@@ -77,6 +77,56 @@ pub fn parse(body: &[u8], account: &str, received_at_ms: u64) -> Result<Event, U
     })
 }
 
+/// The event name (`data.event`) of the statuses the relay tells itself: an outbox message's.
+pub const RELAY_STATUS_EVENT: &str = "relay:outbox:status";
+
+/// The event a status change of the outbox message `id` is stored as. Its key makes a change
+/// posted twice (a router that died, a sweep on two replicas) one event; `attempts` tells one
+/// retry's `accepted` from the next.
+pub fn relay_status(
+    id: &str,
+    account: &str,
+    status: &str,
+    attempts: u32,
+    qikchat_id: Option<&str>,
+    error: Option<(&str, &str)>,
+    at_ms: u64,
+) -> Event {
+    let mut payload = json!({"id": id, "status": status});
+    if let Some(qikchat_id) = qikchat_id {
+        payload["qikchat_id"] = qikchat_id.into();
+    }
+    if let Some((code, detail)) = error {
+        payload["error"] = json!({"code": code, "message": detail});
+    }
+    Event {
+        key: format!("{account}:outbox:{id}:{status}:{attempts}"),
+        kind: Kind::Status,
+        message_id: id.to_owned(),
+        status: Some(status.to_owned()),
+        account: account.to_owned(),
+        received_at_ms: at_ms,
+        event: RELAY_STATUS_EVENT.to_owned(),
+        payload,
+    }
+}
+
+/// Qikchat's status `event` of a message the outbox sent (as `relay_id`), told as the outbox
+/// message's own: `data.id` the relay's id, Qikchat's as `qikchat_id`, its failure reason kept.
+pub fn as_relay_status(event: &Event, relay_id: &str) -> Option<Event> {
+    let status = event.status.as_deref()?;
+    let error = FailureReason::from_payload(&event.payload);
+    Some(relay_status(
+        relay_id,
+        &event.account,
+        status,
+        0,
+        Some(&event.message_id),
+        error.as_ref().map(|e| (e.code.as_str(), e.detail.as_str())),
+        event.received_at_ms,
+    ))
+}
+
 /// What a subscriber receives (Standard Webhooks' `{type, timestamp, data}`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookEvent {
@@ -111,6 +161,11 @@ pub struct WebhookData {
     /// Qikchat's event name.
     #[schema(examples("whatsapp:message:status"))]
     pub event: String,
+    /// For `message.status` of a message sent through the outbox (`POST /messages`, whose id
+    /// `data.id` is): Qikchat's id for it, once Qikchat took it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, examples("52JH6WmuSruAVyXvBBYemd0Ia"))]
+    pub qikchat_id: Option<String>,
     /// For `message.status`: the `reference` the sender gave with `POST /send`, when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, examples("invoice-2026-0042"))]
@@ -151,8 +206,13 @@ pub fn body(event: &Event, reference: Option<&str>) -> String {
         Kind::Inbound => "message.inbound",
     };
     let at = UNIX_EPOCH + Duration::from_millis(event.received_at_ms);
+    let qikchat_id = (event.event == RELAY_STATUS_EVENT)
+        .then(|| event.payload.get("qikchat_id").and_then(Value::as_str))
+        .flatten()
+        .map(str::to_owned);
     let data = WebhookData {
         id: event.message_id.clone(),
+        qikchat_id,
         status: event.status.clone(),
         from,
         account: event.account.clone(),

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
-use super::{Delivery, Error, Event, Kind, NewDelivery, Owner, Store, event};
+use super::{Delivery, Error, Event, Ingested, Kind, NewDelivery, Owner, Store, event};
 use crate::{
     config::WebhookSettings,
     conversation::{OptChange, OptOutHow},
@@ -131,6 +131,24 @@ impl Webhooks {
         }
     }
 
+    /// Stores an event the relay itself tells (an outbox message's change), to be routed like
+    /// Qikchat's. Best effort: an event that cannot be stored is logged and lost, which loses a
+    /// webhook call, never a message.
+    pub async fn publish(&self, event: &Event) {
+        match self.store.ingest(event).await {
+            Ok(Ingested::Stored | Ingested::Duplicate) => self.wake.notify_waiters(),
+            Ok(Ingested::Full) => {
+                warn!(
+                    status = event.status.as_deref(),
+                    "the webhook store is full; an outbox message's status change is not posted"
+                )
+            }
+            Err(e) => {
+                warn!(error = %e, status = event.status.as_deref(), "an outbox message's status change cannot be stored; it is not posted")
+            }
+        }
+    }
+
     /// What `event` tells of the conversation ([`Store::observe`]): the account is watched; a
     /// customer's message opens their window, and one of the account's keywords opts them out or
     /// in. Timed by the event's arrival, so that routing it again changes nothing.
@@ -191,12 +209,22 @@ impl Webhooks {
         match event.kind {
             Kind::Status => {
                 let Some(Owner {
-                    caller, reference, ..
+                    caller,
+                    reference,
+                    relay_id,
+                    ..
                 }) = self.store.owner(&event.message_id).await?
                 else {
                     debug!(qikchat_id = %event.message_id, "a status for a message the relay did not send, or no longer remembers");
                     return Ok(Vec::new());
                 };
+                // A message the outbox sent: its statuses are told as the outbox's message's,
+                // by an event of that id (stored before this one counts as routed).
+                if let Some(own) = relay_id.and_then(|id| event::as_relay_status(event, &id)) {
+                    self.store.ingest(&own).await?;
+                    self.wake.notify_waiters();
+                    return Ok(Vec::new());
+                }
                 Ok(callers
                     .filter(|rules| *rules.name == *caller)
                     .filter_map(|rules| {

@@ -111,12 +111,13 @@ impl Store {
 
     /// Remembers who sent a message to `to`, for `ttl`: the message's statuses go back to them,
     /// and they are the last to have written to `to` on the owner's account (for
-    /// `inbound_replies`). The number itself is not stored, only its pseudonym.
+    /// `inbound_replies`; not for an outbox message's own id, which comes with no `to`). The
+    /// number itself is not stored, only its pseudonym.
     pub async fn remember_owner(
         &self,
         message_id: &str,
         owner: &Owner,
-        to: &Recipient,
+        to: Option<&Recipient>,
         ttl: Duration,
     ) -> Result<(), Error> {
         dispatch!(self, s => s.remember_owner(message_id, owner, to, ttl).await)

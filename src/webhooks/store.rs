@@ -133,6 +133,10 @@ pub struct Owner {
     /// and status webhooks. Absent from records made by an older relay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// The outbox's id (`msg_...`) of a message the outbox sent: its statuses carry that id, with
+    /// Qikchat's as `qikchat_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_id: Option<String>,
 }
 
 /// What [`Store::ingest`] did.

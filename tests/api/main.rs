@@ -14,6 +14,7 @@ mod limiter;
 mod observability;
 mod operations;
 mod outbox;
+mod outbox_store;
 mod policy;
 mod preflight;
 mod process;

@@ -194,8 +194,8 @@ fn the_document_is_one_that_client_generators_read() {
         }
     }
     assert_eq!(
-        unions, 4,
-        "SendRequest, Interactive, TemplateHeader, TemplateButton"
+        unions, 5,
+        "SendRequest, QueueRequest, Interactive, TemplateHeader, TemplateButton"
     );
 
     // `null` only as the second type of a required property (`open` of WindowState: true, false

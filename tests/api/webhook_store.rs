@@ -537,6 +537,7 @@ async fn owners_and_last_senders_are_remembered_for_their_ttl() {
         caller: caller.to_owned(),
         account: "main".to_owned(),
         reference: Some(format!("{caller}'s own id")),
+        relay_id: Some(format!("msg_{caller}")),
     };
     let number = |raw: &str| Recipient::parse(raw).expect("a valid number");
     let (asha, ravi) = (number("+918080808080"), number("+14155550100"));
@@ -548,15 +549,20 @@ async fn owners_and_last_senders_are_remembered_for_their_ttl() {
             "{name}"
         );
         store
-            .remember_owner("m1", &owner("billing"), &asha, Duration::from_millis(250))
+            .remember_owner(
+                "m1",
+                &owner("billing"),
+                Some(&asha),
+                Duration::from_millis(250),
+            )
             .await
             .unwrap();
         store
-            .remember_owner("m2", &owner("billing"), &ravi, LONG)
+            .remember_owner("m2", &owner("billing"), Some(&ravi), LONG)
             .await
             .unwrap();
         store
-            .remember_owner("m3", &owner("alerts"), &ravi, LONG)
+            .remember_owner("m3", &owner("alerts"), Some(&ravi), LONG)
             .await
             .unwrap();
         assert_eq!(
@@ -1019,6 +1025,7 @@ async fn senders_recorded_by_an_older_relay_are_still_read_without_a_reference()
         caller: "billing".to_owned(),
         account: "main".to_owned(),
         reference: None,
+        relay_id: None,
     };
     assert_eq!(store.owner("m-old").await.unwrap(), Some(expected));
     let due = store.due(10, LONG).await.unwrap();

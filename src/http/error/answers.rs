@@ -97,3 +97,10 @@ pub fn stored_answer(e: &relay::Error, request_id: &str) -> Answer {
         body: serde_json::to_string(&error.problem(request_id)).unwrap_or_default(),
     }
 }
+
+/// An error's `code` and `detail`, as its problem document gives them: what an outbox message
+/// records when it fails.
+pub fn describe(e: &relay::Error) -> (String, String) {
+    let error = ApiError::from(e);
+    (error.code().to_owned(), error.to_string())
+}

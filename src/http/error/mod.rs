@@ -18,7 +18,7 @@ use crate::{message::FieldError, policy::Rule, preflight::MediaProblem};
 
 mod answers;
 
-pub use answers::stored_answer;
+pub use answers::{describe, stored_answer};
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -117,6 +117,17 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
+    /// `RELAY_OUTBOX_MAX` messages are waiting: nothing was stored.
+    #[error(
+        "the outbox holds as many waiting messages as it may (RELAY_OUTBOX_MAX); nothing was stored"
+    )]
+    OutboxFull,
+    /// The outbox (SQLite or Redis) cannot be read or written.
+    #[error("the relay's outbox is unreachable; nothing was stored")]
+    OutboxUnavailable,
+    /// `DELETE /messages/{id}` once sending started: `status` is where the message is.
+    #[error("the message can no longer be canceled: it is {status}")]
+    NotCancelable { status: &'static str },
 }
 
 /// An RFC 9457 problem document, the body of every error.
@@ -178,7 +189,10 @@ impl ApiError {
             Self::StoreUnavailable
             | Self::LimitsUnavailable
             | Self::OwnersUnavailable
-            | Self::ConversationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::ConversationUnavailable
+            | Self::OutboxFull
+            | Self::OutboxUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotCancelable { .. } => StatusCode::CONFLICT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -210,8 +224,11 @@ impl ApiError {
             Self::StoreUnavailable
             | Self::LimitsUnavailable
             | Self::OwnersUnavailable
-            | Self::ConversationUnavailable => "upstream_unavailable",
+            | Self::ConversationUnavailable
+            | Self::OutboxUnavailable => "upstream_unavailable",
             Self::Internal => "internal_error",
+            Self::OutboxFull => "outbox_full",
+            Self::NotCancelable { .. } => "not_cancelable",
             Self::OutsideCustomerWindow(_) => "outside_customer_window",
             Self::UnknownTemplate { .. } => "unknown_template",
         }
@@ -229,7 +246,10 @@ impl ApiError {
             | Self::LimitsUnavailable
             | Self::OwnersUnavailable
             | Self::ConversationUnavailable
+            | Self::OutboxUnavailable
             | Self::IdempotencyKeyInFlight => Some(DEFAULT_RETRY_AFTER_S),
+            // A full outbox drains at the accounts' pace: a second is too eager.
+            Self::OutboxFull => Some(30),
             _ => None,
         }
     }

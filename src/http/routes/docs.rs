@@ -14,7 +14,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
     http::error::{ApiError, Problem},
-    http::routes::{conversation, health, messages, send, webhooks},
+    http::routes::{conversation, health, messages, outbox, send, webhooks},
     http::state::AppState,
     message::FieldError,
     policy::Rule,
@@ -35,7 +35,10 @@ use crate::{
     servers((url = "/", description = "This relay")),
     paths(
         send::send,
+        outbox::accept,
+        outbox::batch,
         messages::status,
+        outbox::cancel,
         conversation::window,
         conversation::list,
         conversation::add,
@@ -45,7 +48,8 @@ use crate::{
         health::metrics,
         webhooks::receive,
         webhooks::dead_letters,
-        webhooks::replay
+        webhooks::replay,
+        outbox::dead_letters
     ),
     components(schemas(
         Problem,
@@ -58,6 +62,9 @@ use crate::{
         crate::conversation::OptOut,
         crate::conversation::OptOutHow,
         MessageStatus,
+        outbox::Accepted,
+        outbox::BatchResults,
+        outbox::BatchResult,
         FailureReason,
         health::Health,
         webhooks::Received,
@@ -67,7 +74,7 @@ use crate::{
     )),
     modifiers(&Security, &SendExamples, &ProblemExamples),
     tags(
-        (name = "messages", description = "Send messages and follow their delivery"),
+        (name = "messages", description = "Send messages and follow their delivery: `POST /send` waits for Qikchat's answer; `POST /messages` (and `/messages/batch`) queues a message, sent when due at the account's pace, exactly once, with every change posted to the caller's `statuses` webhook"),
         (name = "conversation", description = "The opt-out lists of the accounts, for operators (`RELAY_ADMIN_TOKEN`). A customer who writes an opt-out keyword (`STOP`, `UNSUBSCRIBE` by default) is put on the list; an opt-in keyword (`START`) takes them off. Sends to a customer on the list are refused (403 `forbidden`, rule `opted_out`) unless the caller has `ignore_opt_out`."),
         (name = "operations", description = "Health, readiness and metrics for orchestrators"),
         (name = "webhooks", description = "Qikchat's webhooks, received and passed on to subscribers. What a subscriber receives is the `WebhookEvent` schema, `POST`ed as JSON with the Standard Webhooks headers `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the subscriber's `whsec_` secret, base64-decoded)."),
@@ -101,39 +108,46 @@ impl Modify for Security {
     }
 }
 
-/// Puts [`send::examples`] on `POST /send`, so Swagger UI offers one ready request per type.
+/// Puts [`send::examples`] on `POST /send` (and the outbox's on `POST /messages` and its batch),
+/// so Swagger UI offers ready requests.
 struct SendExamples;
 
 impl Modify for SendExamples {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let Some(body) = openapi
-            .paths
-            .paths
-            .get_mut("/send")
-            .and_then(|item| item.post.as_mut())
-            .and_then(|op| op.request_body.as_mut())
-            .and_then(|body| match body {
-                RefOr::T(body) => Some(body),
-                RefOr::Ref(_) => None,
-            })
-        else {
-            return;
-        };
-        let Some(RefOr::T(content)) = body.content.get_mut("application/json") else {
-            return;
-        };
-        let mut builder = ContentBuilder::new().schema(content.schema.clone());
-        // Swagger UI lists examples in key order and preselects the first: number the keys so
-        // they keep the order of `send::examples`, and show the summary.
-        for (index, (name, value)) in send::examples().into_iter().enumerate() {
-            let example = ExampleBuilder::new()
-                .summary(name.replace('_', " "))
-                .value(Some(value))
-                .build();
-            builder = builder
-                .examples_from_iter([(format!("{:02}-{name}", index + 1), RefOr::T(example))]);
+        for (path, examples) in [
+            ("/send", send::examples()),
+            ("/messages", outbox::examples()),
+            ("/messages/batch", outbox::batch_examples()),
+        ] {
+            let Some(body) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut())
+                .and_then(|body| match body {
+                    RefOr::T(body) => Some(body),
+                    RefOr::Ref(_) => None,
+                })
+            else {
+                continue;
+            };
+            let Some(RefOr::T(content)) = body.content.get_mut("application/json") else {
+                continue;
+            };
+            let mut builder = ContentBuilder::new().schema(content.schema.clone());
+            // Swagger UI lists examples in key order and preselects the first: number the keys
+            // so they keep the order of the list, and show the summary.
+            for (index, (name, value)) in examples.into_iter().enumerate() {
+                let example = ExampleBuilder::new()
+                    .summary(name.replace('_', " "))
+                    .value(Some(value))
+                    .build();
+                builder = builder
+                    .examples_from_iter([(format!("{:02}-{name}", index + 1), RefOr::T(example))]);
+            }
+            *content = builder.build();
         }
-        *content = builder.build();
     }
 }
 
@@ -188,6 +202,8 @@ impl Modify for ProblemExamples {
             ApiError::UpstreamUnavailable,
             ApiError::Overloaded,
             ApiError::UpstreamTimeout,
+            ApiError::OutboxFull,
+            ApiError::NotCancelable { status: "sending" },
         ];
         for item in openapi.paths.paths.values_mut() {
             for operation in [

@@ -1,5 +1,6 @@
 //! `GET /messages/{id}`: a message's delivery status, for its sender only: from the latest status
-//! Qikchat posted to the webhook, else from Qikchat's status lookup.
+//! Qikchat posted to the webhook, else from Qikchat's status lookup. A relay id (`msg_...`, from
+//! `POST /messages`) is the outbox's record instead (`outbox.rs`).
 
 use axum::{
     Json,
@@ -26,9 +27,9 @@ const MAX_ID_LEN: usize = 128;
     operation_id = "getMessageStatus",
     tag = "messages",
     summary = "Look up a message's delivery status",
-    params(("id" = String, Path, description = "The id `POST /send` answered with", max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")),
+    params(("id" = String, Path, description = "The id `POST /send` answered with (Qikchat's), or the one `POST /messages` answered with (the relay's, `msg_...`)", max_length = 128, pattern = "^[A-Za-z0-9_.:-]+$")),
     responses(
-        (status = 200, description = "The latest status: the last one Qikchat posted to the relay's webhook, else Qikchat's status lookup", body = MessageStatus,
+        (status = 200, description = "For Qikchat's id, the latest status: the last one Qikchat posted to the relay's webhook, else Qikchat's status lookup. For a relay id, the message's whole life in the outbox, with Qikchat's statuses once it took it", body = MessageStatus,
             headers(("RateLimit-Limit" = u64, description = "Callers with a rate or a daily quota: as on `POST /send` (a lookup takes nothing)"),
                 ("RateLimit-Remaining" = u64, description = "As on `POST /send`"),
                 ("RateLimit-Reset" = u64, description = "As on `POST /send`"))),
@@ -52,7 +53,14 @@ pub async fn status(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Response {
-    let mut answer = lookup(&state, &caller, id).await.into_response();
+    let mut answer = if crate::outbox::is_relay_id(&id) {
+        super::outbox::read(&state, &caller, &id)
+            .await
+            .map(Json)
+            .into_response()
+    } else {
+        lookup(&state, &caller, id).await.into_response()
+    };
     // A caller with limits learns where it stands on every answer (`RateLimit-*`).
     if let Some(limit) = limits::current(&state.relay.limiter, &caller.rules).await {
         super::add_rate_limit_headers(answer.headers_mut(), &limit);

@@ -6,6 +6,7 @@ pub mod conversation;
 pub mod docs;
 pub mod health;
 pub mod messages;
+pub mod outbox;
 pub mod schema;
 pub mod send;
 pub mod webhooks;
@@ -33,6 +34,8 @@ mod strict_json;
 pub struct BodyLimits {
     /// `RELAY_MAX_BODY_BYTES`.
     pub max_bytes: usize,
+    /// `RELAY_MAX_BATCH_BYTES`, for `POST /messages/batch` alone: up to 1000 messages.
+    pub max_batch_bytes: usize,
     /// `RELAY_BODY_TIMEOUT_MS`: the whole body, not each piece of it, so a body trickled a byte
     /// at a time cannot hold a connection for longer than this.
     pub timeout: Duration,
@@ -42,16 +45,21 @@ pub struct BodyLimits {
 /// `Content-Length` says so), 408 when it has not all arrived within `timeout`. Either closes the
 /// connection, whose unread rest of the body cannot be told from a next request.
 pub async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let max_bytes = if request.uri().path() == "/messages/batch" {
+        limits.max_batch_bytes
+    } else {
+        limits.max_bytes
+    };
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+    if declared.is_some_and(|length| length > max_bytes as u64) {
         return closing(ApiError::PayloadTooLarge);
     }
     let (parts, body) = request.into_parts();
-    let read = tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, limits.max_bytes));
+    let read = tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, max_bytes));
     match read.await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -152,5 +160,38 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, limit: &RateLimitHeaders) {
         ("ratelimit-reset", limit.reset_s),
     ] {
         headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+}
+
+/// A dead-letter list's query (`/webhooks/dead-letters`, `/outbox/dead-letters`); read by hand, so that a bad value is a problem+json naming it.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(
+    dead_code,
+    reason = "documents the query for OpenAPI; the handler parses it"
+)]
+pub struct ListQuery {
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u16>,
+}
+
+/// `limit` from the query string: 1 to 1000, 100 when absent.
+pub fn limit(query: Option<&str>) -> Result<usize, ApiError> {
+    let value = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "limit")
+        .map(|(_, value)| value.into_owned());
+    match value {
+        None => Ok(100),
+        Some(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::Invalid(vec![FieldError::new(
+                    "limit",
+                    "must be a whole number from 1 to 1000",
+                )])
+            }),
     }
 }

@@ -23,7 +23,6 @@ use crate::{
     http::auth::credentials,
     http::error::{ApiError, Result},
     http::state::AppState,
-    message::FieldError,
     metric,
     policy::DEFAULT_ACCOUNT,
     webhooks::{DeadLetter, Ingested, Kind, Webhooks, event},
@@ -160,46 +159,13 @@ pub async fn receive(
     Ok(Json(Received { status }))
 }
 
-/// The dead-letter list's query; read by hand, so that a bad value is a problem+json naming it.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(
-    dead_code,
-    reason = "documents the query for OpenAPI; the handler parses it"
-)]
-pub struct ListQuery {
-    /// At most this many, newest first (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u16>,
-}
-
-/// `limit` from the query string: 1 to 1000, 100 when absent.
-fn limit(query: Option<&str>) -> Result<usize> {
-    let value = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(key, _)| key == "limit")
-        .map(|(_, value)| value.into_owned());
-    match value {
-        None => Ok(100),
-        Some(value) => value
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::Invalid(vec![FieldError::new(
-                    "limit",
-                    "must be a whole number from 1 to 1000",
-                )])
-            }),
-    }
-}
-
 #[utoipa::path(
     get,
     path = "/webhooks/dead-letters",
     operation_id = "listDeadLetters",
     tag = "webhooks",
     summary = "Deliveries that failed every attempt",
-    params(ListQuery),
+    params(super::ListQuery),
     responses(
         (status = 200, description = "The dead letters, newest first", body = Vec<DeadLetter>),
         (status = 401, description = "`unauthorized`: not `Authorization: Bearer <RELAY_ADMIN_TOKEN>` (always, when `RELAY_ADMIN_TOKEN` is not set)", body = crate::http::error::Problem, content_type = "application/problem+json",
@@ -215,7 +181,7 @@ pub async fn dead_letters(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<DeadLetter>>> {
     let hooks = admin(&state, &headers)?;
-    let limit = limit(query.as_deref())?;
+    let limit = super::limit(query.as_deref())?;
     let letters = hooks.store.dead_letters(limit).await.map_err(|e| {
         warn!(error = %e, "the dead letters could not be read");
         ApiError::UpstreamUnavailable

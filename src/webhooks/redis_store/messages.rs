@@ -25,26 +25,28 @@ impl RedisStore {
         &self,
         message_id: &str,
         owner: &Owner,
-        to: &Recipient,
+        to: Option<&Recipient>,
         ttl: Duration,
     ) -> Result<(), Error> {
         let json = serde_json::to_string(owner).map_err(|e| Error(e.to_string()))?;
         let ttl_ms = delay_ms(ttl).max(1);
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("SET")
             .arg(format!("{PREFIX}owner:{message_id}"))
             .arg(json)
             .arg("PX")
             .arg(ttl_ms)
-            .ignore()
-            .cmd("SET")
-            .arg(last_sender_key(&owner.account, to))
-            .arg(&owner.caller)
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore()
-            .query_async::<()>(&mut self.redis.clone())
+            .ignore();
+        if let Some(to) = to {
+            pipe.cmd("SET")
+                .arg(last_sender_key(&owner.account, to))
+                .arg(&owner.caller)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis.clone())
             .await
             .map_err(redis_error)
     }

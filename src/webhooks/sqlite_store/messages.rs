@@ -16,24 +16,30 @@ impl SqliteStore {
         self: &Arc<Self>,
         message_id: &str,
         owner: &Owner,
-        to: &Recipient,
+        to: Option<&Recipient>,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let (message_id, owner, customer) = (message_id.to_owned(), owner.clone(), to.pseudonym());
+        let (message_id, owner) = (message_id.to_owned(), owner.clone());
+        let customer = to.map(Recipient::pseudonym);
         self.run_on(true, move |tx, now| {
             let expires_at = now + millis(ttl);
             tx.execute("DELETE FROM owners WHERE expires_at <= ?1", params![now])?;
             tx.execute(
-                "INSERT OR REPLACE INTO owners (message_id, caller, account, expires_at, reference)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO owners
+                     (message_id, caller, account, expires_at, reference, relay_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     message_id,
                     owner.caller,
                     owner.account,
                     expires_at,
-                    owner.reference
+                    owner.reference,
+                    owner.relay_id
                 ],
             )?;
+            let Some(customer) = customer else {
+                return Ok(());
+            };
             tx.execute(
                 "DELETE FROM last_senders WHERE expires_at <= ?1",
                 params![now],
@@ -70,7 +76,7 @@ impl SqliteStore {
         let message_id = message_id.to_owned();
         self.run(move |tx, now| {
             tx.query_row(
-                "SELECT caller, account, reference FROM owners
+                "SELECT caller, account, reference, relay_id FROM owners
                  WHERE message_id = ?1 AND expires_at > ?2",
                 params![message_id, now],
                 |row| {
@@ -78,6 +84,7 @@ impl SqliteStore {
                         caller: row.get(0)?,
                         account: row.get(1)?,
                         reference: row.get(2)?,
+                        relay_id: row.get(3)?,
                     })
                 },
             )

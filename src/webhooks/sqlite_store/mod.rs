@@ -39,11 +39,12 @@ use super::{Error, store::WriteFailure};
 const SCHEMA: &str = include_str!("schema.sql");
 
 /// Columns added after the first release, for a database made by an older relay.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("events", "bytes", "INTEGER NOT NULL DEFAULT 0"),
     ("deliveries", "event_seq", "INTEGER"),
     ("owners", "reference", "TEXT"),
     ("deliveries", "reference", "TEXT"),
+    ("owners", "relay_id", "TEXT"),
 ];
 
 /// Run after [`ADDED_COLUMNS`]: what uses them.

@@ -61,6 +61,34 @@ pub enum SendRequest {
     Template(TemplateMessage),
 }
 
+/// One message for `POST /messages`: a `POST /send` body, plus `send_at` and `valid_until`.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(discriminator(property_name = "type", mapping(
+    ("text" = "#/components/schemas/QueuedTextMessage"),
+    ("image" = "#/components/schemas/QueuedImageMessage"),
+    ("video" = "#/components/schemas/QueuedVideoMessage"),
+    ("audio" = "#/components/schemas/QueuedAudioMessage"),
+    ("document" = "#/components/schemas/QueuedDocumentMessage"),
+    ("sticker" = "#/components/schemas/QueuedStickerMessage"),
+    ("location" = "#/components/schemas/QueuedLocationMessage"),
+    ("contact" = "#/components/schemas/QueuedContactMessage"),
+    ("interactive" = "#/components/schemas/QueuedInteractiveMessage"),
+    ("template" = "#/components/schemas/QueuedTemplateMessage"),
+)))]
+pub enum QueueRequest {
+    Text(QueuedTextMessage),
+    Image(QueuedImageMessage),
+    Video(QueuedVideoMessage),
+    Audio(QueuedAudioMessage),
+    Document(QueuedDocumentMessage),
+    Sticker(QueuedStickerMessage),
+    Location(QueuedLocationMessage),
+    Contact(QueuedContactMessage),
+    Interactive(QueuedInteractiveMessage),
+    Template(QueuedTemplateMessage),
+}
+
 /// The customer's number: `+`, country code and number, 8 to 15 digits (the first not 0); spaces,
 /// dashes, dots and parentheses after the `+` are ignored. Exactly what `Recipient::parse` accepts.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -85,9 +113,10 @@ fn tag(value: &'static str) -> utoipa::openapi::Object {
 }
 
 /// Declares one message schema: `to`, a `type` that takes exactly one value, the caller's
-/// `reference` (every type has one), and its fields.
+/// `reference` (every type has one), and its fields; and its `POST /messages` twin, `$queued`,
+/// which also takes `send_at` and `valid_until`.
 macro_rules! message_schema {
-    ($(#[$doc:meta])* $name:ident, $tag:literal, { $($fields:tt)* }) => {
+    ($(#[$doc:meta])* $name:ident, $queued:ident, $tag:literal, { $($fields:tt)* }) => {
         $(#[$doc])*
         #[derive(Serialize, Deserialize, ToSchema)]
         #[serde(deny_unknown_fields)]
@@ -112,12 +141,42 @@ macro_rules! message_schema {
                 tag($tag)
             }
         }
+
+        $(#[$doc])*
+        /// Queued with `POST /messages`: sent when due, at the account's pace.
+        #[derive(Serialize, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $queued {
+            #[schema(value_type = Recipient)]
+            pub to: String,
+            #[serde(rename = "type")]
+            #[schema(schema_with = $name::kind_schema)]
+            pub kind: String,
+            /// The caller's own id for the message: never sent to Qikchat, returned by
+            /// `GET /messages/{id}` and in every status webhook of it (`data.reference`). 1 to 128
+            /// printable ASCII characters (space to `~`), not only spaces.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(nullable = false, min_length = 1, max_length = 128,
+                pattern = r"^[\x20-\x7E]*[\x21-\x7E][\x20-\x7E]*$", examples("invoice-2026-0042"))]
+            pub reference: Option<String>,
+            /// Not sent before this time (RFC 3339 with its offset), at most 35 days ahead.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(nullable = false, format = DateTime, examples("2026-12-24T09:00:00+05:30"))]
+            pub send_at: Option<String>,
+            /// Never sent after this time (RFC 3339 with its offset): if it could not be sent by
+            /// then it ends `expired`. Later than `send_at` and than now. Default: `send_at` (or
+            /// acceptance) plus `RELAY_OUTBOX_VALIDITY_S` (4 hours).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(nullable = false, format = DateTime, examples("2026-12-24T13:00:00+05:30"))]
+            pub valid_until: Option<String>,
+            $($fields)*
+        }
     };
 }
 
 message_schema!(
     /// A text message.
-    TextMessage, "text", {
+    TextMessage, QueuedTextMessage, "text", {
     /// The text, 1 to 4096 characters.
     #[schema(min_length = 1, max_length = 4096)]
     pub text: String,
@@ -129,7 +188,7 @@ message_schema!(
 
 message_schema!(
     /// An image (JPEG or PNG, at most 5 MB) Qikchat downloads from `link`.
-    ImageMessage, "image", {
+    ImageMessage, QueuedImageMessage, "image", {
     #[schema(value_type = Link)]
     pub link: String,
     /// At most 1024 characters; empty counts as absent.
@@ -140,7 +199,7 @@ message_schema!(
 
 message_schema!(
     /// A video (MP4 or 3GPP, at most 16 MB): a direct link to the file, not a player page.
-    VideoMessage, "video", {
+    VideoMessage, QueuedVideoMessage, "video", {
     #[schema(value_type = Link)]
     pub link: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,14 +209,14 @@ message_schema!(
 
 message_schema!(
     /// An audio file (AAC, MP4, AMR, MPEG or OGG/Opus, at most 16 MB); no caption.
-    AudioMessage, "audio", {
+    AudioMessage, QueuedAudioMessage, "audio", {
     #[schema(value_type = Link)]
     pub link: String,
 });
 
 message_schema!(
     /// A document of any type, at most 100 MB.
-    DocumentMessage, "document", {
+    DocumentMessage, QueuedDocumentMessage, "document", {
     #[schema(value_type = Link)]
     pub link: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,32 +230,32 @@ message_schema!(
 
 message_schema!(
     /// A WebP sticker (100 KB static, 500 KB animated, 512x512); no caption.
-    StickerMessage, "sticker", {
+    StickerMessage, QueuedStickerMessage, "sticker", {
     #[schema(value_type = Link)]
     pub link: String,
 });
 
 message_schema!(
     /// A location pin.
-    LocationMessage, "location", {
+    LocationMessage, QueuedLocationMessage, "location", {
     pub location: Location,
 });
 
 message_schema!(
     /// A contact card, in Qikchat's contact object.
-    ContactMessage, "contact", {
+    ContactMessage, QueuedContactMessage, "contact", {
     pub contact: Contact,
 });
 
 message_schema!(
     /// Reply buttons (1 to 3) or a list (at most 10 rows in all), in Qikchat's interactive object.
-    InteractiveMessage, "interactive", {
+    InteractiveMessage, QueuedInteractiveMessage, "interactive", {
     pub interactive: Interactive,
 });
 
 message_schema!(
     /// A pre-approved template: the only way to start a conversation outside the 24-hour window.
-    TemplateMessage, "template", {
+    TemplateMessage, QueuedTemplateMessage, "template", {
     pub template: Template,
 });
 

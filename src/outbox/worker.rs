@@ -1,0 +1,410 @@
+//! The delivery worker, one per replica: claims due messages (fairly between callers, see
+//! [`Store::claim`]), works on up to `RELAY_OUTBOX_CONCURRENCY` at once, and sends each through the
+//! pipeline of `POST /send` ([`Relay::deliver_later`]). It also sweeps what a dead replica left
+//! `sending`, keeps the outbox's gauges, and posts every change of a message to its caller's
+//! `statuses` webhook.
+//!
+//! What a failure leads to: nothing reached Qikchat (unreachable, its 429, a store that could not
+//! be read) → retried with exponential backoff and jitter until `valid_until`, then `expired`; the
+//! relay's own rules refused it (opted out, forbidden, a template that no longer fits) or Qikchat
+//! refused it → `failed`; anything that may have reached Qikchat (a timeout, a 5xx, an answer
+//! without an id) → `unknown`, never sent again.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{Claimed, Finish, Record, Settings, State, Store, status};
+use crate::{
+    message::Message,
+    metric,
+    policy::{Caller, Live},
+    qikchat,
+    relay::{Delivery, Error, Relay},
+    webhooks::Webhooks,
+};
+
+/// With nothing due, how often the store is asked again (an accepted message also wakes it).
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// How often stuck `sending` messages are swept and the gauges refreshed.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The first retry's delay; each further one doubles it, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub struct Outbox {
+    pub store: Store,
+    pub settings: Settings,
+    pub(super) relay: Arc<Relay>,
+    policy: Arc<Live>,
+    /// Where status changes go to callers, when webhooks are on.
+    webhooks: Option<Arc<Webhooks>>,
+    /// Messages this replica works on: `RELAY_OUTBOX_CONCURRENCY` permits.
+    held: Arc<Semaphore>,
+    /// This replica's claims are made under this token.
+    token: String,
+    pub wake: Notify,
+}
+
+impl Outbox {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        relay: Arc<Relay>,
+        policy: Arc<Live>,
+        webhooks: Option<Arc<Webhooks>>,
+    ) -> Self {
+        Self {
+            store,
+            held: Arc::new(Semaphore::new(settings.concurrency)),
+            settings,
+            relay,
+            policy,
+            webhooks,
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Runs the worker until `stop`; messages being sent finish (their tasks are `tasks`'), those
+    /// claimed but not started are left to their lease.
+    pub fn start(self: &Arc<Self>, tasks: &TaskTracker, stop: &CancellationToken) {
+        let outbox = self.clone();
+        let stop = stop.clone();
+        let tracker = tasks.clone();
+        tasks.spawn(async move {
+            let mut last_sweep = tokio::time::Instant::now() - SWEEP_EVERY;
+            while !stop.is_cancelled() {
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = tokio::time::Instant::now();
+                    outbox.sweep().await;
+                }
+                let claimed = outbox.claim(&tracker).await;
+                if !claimed {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = outbox.wake.notified() => {}
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                }
+            }
+        });
+    }
+
+    /// Claims as many due messages as there are free permits and starts each; `true` when every
+    /// permit found a message (there may be more).
+    async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> bool {
+        let free = self.held.available_permits();
+        if free == 0 || self.relay.is_draining() {
+            // Woken again when one is done.
+            return false;
+        }
+        let lease = millis(self.settings.lease);
+        let claimed = match self.store.claim(free, lease, &self.token).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                warn!(error = %e, "the outbox cannot be read; due messages wait");
+                return false;
+            }
+        };
+        let full = claimed.len() == free;
+        for message in claimed {
+            let Ok(permit) = self.held.clone().try_acquire_owned() else {
+                break;
+            };
+            let outbox = self.clone();
+            let span = info_span!("outbox", relay_id = %message.id, caller = %message.caller);
+            tasks.spawn(
+                async move {
+                    outbox.deliver(message).await;
+                    drop(permit);
+                    outbox.wake.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        full
+    }
+
+    /// One message, from its claim to its end (or its next retry).
+    async fn deliver(self: &Arc<Self>, message: Claimed) {
+        let now = crate::unix_ms();
+        if now >= message.valid_until_ms {
+            let error = expired(message.attempts);
+            return self.end(&message, State::Expired, None, Some(error)).await;
+        }
+        let policy = self.policy.current();
+        let rules = policy
+            .callers
+            .iter()
+            .map(|(_, rules)| rules)
+            .chain(policy.anonymous.iter())
+            .find(|rules| *rules.name == *message.caller)
+            .cloned();
+        let Some(rules) = rules else {
+            let error = (
+                "forbidden".to_owned(),
+                format!(
+                    "caller {} is no longer in the callers file; nothing was sent",
+                    message.caller
+                ),
+            );
+            return self.end(&message, State::Failed, None, Some(error)).await;
+        };
+        let caller = Caller {
+            name: rules.name.clone(),
+            rules,
+            policy,
+        };
+        let parsed = serde_json::from_str(&message.body)
+            .map_err(|_| ())
+            .and_then(|body| Message::parse(&body).map_err(|_| ()));
+        let Ok(parsed) = parsed else {
+            // Only a bug (or a hand-edited store) can put an unparsable body there.
+            let error = (
+                "internal_error".to_owned(),
+                "the stored message could not be read; nothing was sent".to_owned(),
+            );
+            return self.end(&message, State::Failed, None, Some(error)).await;
+        };
+
+        // The lease is renewed while the message waits for its pace or a permit.
+        let renewing = self.keep_lease(&message.id);
+        let start = async {
+            let lease = millis(self.settings.lease);
+            match self.store.start(&message.id, &self.token, lease).await {
+                Ok(true) => {
+                    self.publish(&message, State::Sending, None, None).await;
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    warn!(error = %e, "the outbox cannot mark the message as sending; it is not sent now");
+                    false
+                }
+            }
+        };
+        let delivery = self
+            .relay
+            .deliver_later(&caller, parsed, &message.id, start)
+            .await;
+        renewing.cancel();
+        match delivery {
+            Delivery::NotStarted => {}
+            Delivery::Called(Ok(sent)) => {
+                self.end(&message, State::Queued, Some(sent.id), None).await;
+            }
+            Delivery::Called(Err(e)) if !e.may_have_been_sent() && !is_internal(&e) => {
+                self.retry_or_expire(&message, &e).await;
+            }
+            Delivery::Called(Err(e)) => {
+                let state = match e {
+                    Error::Qikchat(
+                        qikchat::Error::Rejected { .. } | qikchat::Error::KeyRefused { .. },
+                    ) => State::Failed,
+                    _ => State::Unknown,
+                };
+                let error = (self.relay.describe)(&e);
+                self.end(&message, state, None, Some(error)).await;
+            }
+            Delivery::NotSent(e) if is_transient(&e) => self.retry_or_expire(&message, &e).await,
+            Delivery::NotSent(e) => {
+                let error = (self.relay.describe)(&e);
+                self.end(&message, State::Failed, None, Some(error)).await;
+            }
+        }
+    }
+
+    /// Renews the message's lease every third of it until the returned token is canceled.
+    fn keep_lease(self: &Arc<Self>, id: &str) -> CancellationToken {
+        let done = CancellationToken::new();
+        let (outbox, id, until) = (self.clone(), id.to_owned(), done.clone());
+        tokio::spawn(async move {
+            let every = outbox.settings.lease / 3;
+            loop {
+                tokio::select! {
+                    () = until.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let lease = millis(outbox.settings.lease);
+                if let Err(e) = outbox.store.renew(&id, &outbox.token, lease).await {
+                    warn!(error = %e, "the outbox cannot renew a claim; another replica may take the message (it is still sent once)");
+                }
+            }
+        });
+        done
+    }
+
+    /// Due again after a backoff, or `expired` when that would be past `valid_until`.
+    async fn retry_or_expire(&self, message: &Claimed, e: &Error) {
+        let attempts = message.attempts + 1;
+        let mut wait = backoff(attempts);
+        if let Error::Qikchat(qikchat::Error::RateLimited { retry_after_s }) = e {
+            wait = wait.max(Duration::from_secs(*retry_after_s));
+        }
+        let due = crate::unix_ms().saturating_add(millis(wait));
+        let error = (self.relay.describe)(e);
+        if due >= message.valid_until_ms {
+            return self.end(message, State::Expired, None, Some(error)).await;
+        }
+        metrics::counter!(metric::OUTBOX_RETRIES_TOTAL).increment(1);
+        match self
+            .store
+            .retry(&message.id, &self.token, due, error.clone())
+            .await
+        {
+            Ok(true) => {
+                info!(attempts, wait_ms = millis(wait), error = %error.0, "an outbox message will be tried again");
+                self.publish(message, State::Accepted, None, Some(error))
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "the outbox cannot record a retry; the message is taken for unknown once its lease runs out");
+            }
+        }
+    }
+
+    /// Records the message's end and posts it.
+    async fn end(
+        &self,
+        message: &Claimed,
+        state: State,
+        qikchat_id: Option<String>,
+        error: Option<(String, String)>,
+    ) {
+        let finish = Finish {
+            state,
+            qikchat_id: qikchat_id.clone(),
+            error: error.clone(),
+        };
+        match self.store.finish(&message.id, &self.token, finish).await {
+            Ok(true) => {
+                metrics::counter!(metric::OUTBOX_TRANSITIONS_TOTAL, "status" => state.as_str())
+                    .increment(1);
+                info!(
+                    status = state.as_str(),
+                    qikchat_id = qikchat_id.as_deref(),
+                    "an outbox message ended"
+                );
+                self.publish(message, state, qikchat_id.as_deref(), error)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, status = state.as_str(), "the outbox cannot record how a message ended; if it was sending it is taken for unknown once its lease runs out");
+            }
+        }
+    }
+
+    /// Ends what dead replicas left `sending`, forgets old messages, and sets the gauges.
+    async fn sweep(&self) {
+        let retention = millis(self.relay.owner_ttl);
+        match self.store.sweep(retention).await {
+            Ok(lost) => {
+                for record in lost {
+                    metrics::counter!(metric::OUTBOX_TRANSITIONS_TOTAL, "status" => "unknown")
+                        .increment(1);
+                    warn!(relay_id = %record.id, "an outbox message was sending when its replica stopped: it is unknown, never sent again");
+                    self.publish_record(&record).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "the outbox cannot be swept"),
+        }
+        match self.store.stats().await {
+            Ok(stats) => {
+                metrics::gauge!(metric::OUTBOX_WAITING).set(stats.waiting as f64);
+                let age = stats.oldest_due_ms.map_or(0.0, |due| {
+                    crate::unix_ms().saturating_sub(due) as f64 / 1000.0
+                });
+                metrics::gauge!(metric::OUTBOX_OLDEST_DUE_SECONDS).set(age);
+            }
+            Err(e) => warn!(error = %e, "the outbox's depth cannot be read"),
+        }
+    }
+
+    /// Posts a change of `message` to its caller's `statuses` webhook (when webhooks are on).
+    async fn publish(
+        &self,
+        message: &Claimed,
+        state: State,
+        qikchat_id: Option<&str>,
+        error: Option<(String, String)>,
+    ) {
+        let change = status::Change {
+            id: &message.id,
+            caller: &message.caller,
+            account: &message.account,
+            reference: message.reference.as_deref(),
+            attempts: message.attempts,
+            state,
+            qikchat_id,
+            error: error.as_ref(),
+        };
+        status::post(self.webhooks.as_deref(), &self.relay, change).await;
+    }
+
+    async fn publish_record(&self, record: &Record) {
+        status::publish_record(self.webhooks.as_deref(), &self.relay, record).await;
+    }
+}
+
+/// Errors after which nothing reached Qikchat and trying later may succeed.
+fn is_transient(e: &Error) -> bool {
+    use crate::policy::Refusal;
+    matches!(
+        e,
+        Error::Draining
+            | Error::Overloaded
+            | Error::KeysUnavailable
+            | Error::OptOutsUnavailable
+            | Error::Refused(Refusal::LimitsUnavailable)
+            | Error::Qikchat(qikchat::Error::Unreachable(_) | qikchat::Error::RateLimited { .. })
+    )
+}
+
+/// The send's task failed: whether it reached Qikchat cannot be known.
+fn is_internal(e: &Error) -> bool {
+    matches!(e, Error::Internal)
+}
+
+fn expired(attempts: u32) -> (String, String) {
+    (
+        "expired".to_owned(),
+        format!(
+            "valid_until passed before the message could be sent ({attempts} attempts reached no one); it was not sent"
+        ),
+    )
+}
+
+/// Exponential, with full jitter over its upper half, so that replicas retrying after one outage
+/// do not all come back at once.
+fn backoff(attempts: u32) -> Duration {
+    let doubled = FIRST_BACKOFF.saturating_mul(1 << attempts.saturating_sub(1).min(16));
+    let ceiling = doubled.min(MAX_BACKOFF);
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_ceiling_with_jitter() {
+        for attempts in 1..40 {
+            let wait = backoff(attempts);
+            assert!(wait <= MAX_BACKOFF, "{attempts}: {wait:?}");
+            assert!(wait >= FIRST_BACKOFF / 2, "{attempts}: {wait:?}");
+        }
+        assert!(backoff(1) <= FIRST_BACKOFF);
+        assert!(backoff(30) >= MAX_BACKOFF / 2);
+    }
+}

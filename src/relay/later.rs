@@ -1,0 +1,139 @@
+//! The pipeline for a message the outbox delivers: the same checks, link check, permit, call,
+//! sender's record and audit event as `POST /send` ([`Relay::send`]), with three differences a
+//! queue calls for. The account's pace is waited for rather than refused; the in-flight permit
+//! too; and instead of an idempotency claim, the outbox's own `sending` mark is taken just before
+//! the call (`start`), which is what makes the message never be sent twice.
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use tracing::{Instrument, Span};
+
+use super::{Error, Relay, SendResponse, Warning, call};
+use crate::{
+    audit::SendAttempt,
+    message::Message,
+    policy::{Caller, limits},
+    preflight,
+};
+
+/// What a delivery came to.
+pub enum Delivery {
+    /// Refused or held before the call; nothing was sent.
+    NotSent(Error),
+    /// `start` said no (the claim was lost, or the message canceled): nothing was sent.
+    NotStarted,
+    /// Qikchat was called: its answer, or why the call failed.
+    Called(Result<SendResponse, Error>),
+}
+
+impl Relay {
+    /// Delivers `message` for `caller`, as the outbox's message `relay_id`. `start` is awaited
+    /// once everything is ready and before Qikchat is called; unless it returns `true`, nothing
+    /// is sent. Writes the send's audit event (`request_id` is the message's id).
+    pub async fn deliver_later<S>(
+        self: &Arc<Self>,
+        caller: &Caller,
+        message: Message,
+        relay_id: &str,
+        start: S,
+    ) -> Delivery
+    where
+        S: Future<Output = bool>,
+    {
+        let started = Instant::now();
+        let mut attempt = SendAttempt {
+            message_type: Some(message.content.message_type().as_str()),
+            to: Some(message.to.masked()),
+            ..SendAttempt::default()
+        };
+        let delivery = self
+            .deliver_held(caller, message, relay_id, start, &mut attempt)
+            .await;
+        let outcome = match &delivery {
+            Delivery::NotStarted => return delivery,
+            Delivery::NotSent(e) | Delivery::Called(Err(e)) => (self.describe)(e).0,
+            Delivery::Called(Ok(_)) => "queued".to_owned(),
+        };
+        if let Delivery::NotSent(e) | Delivery::Called(Err(e)) = &delivery {
+            if let Some(reason) = e.rejection() {
+                metrics::counter!(crate::metric::REJECTIONS_TOTAL, "reason" => reason).increment(1);
+            }
+        }
+        attempt.record(&caller.name, relay_id, &outcome, started.elapsed());
+        delivery
+    }
+
+    async fn deliver_held<S>(
+        self: &Arc<Self>,
+        caller: &Caller,
+        message: Message,
+        relay_id: &str,
+        start: S,
+        attempt: &mut SendAttempt,
+    ) -> Delivery
+    where
+        S: Future<Output = bool>,
+    {
+        let (account, message, window_warning) = match self.judge(caller, message).await {
+            Ok(judged) => judged,
+            Err(e) => return Delivery::NotSent(e),
+        };
+        // The account's pace, shared by every replica: a message waits its turn, however long.
+        loop {
+            match limits::pace(&self.limiter, &account.spec, &message.to).await {
+                Ok(None) => break,
+                Ok(Some(wait)) => tokio::time::sleep(wait).await,
+                Err(refusal) => return Delivery::NotSent(refusal.into()),
+            }
+        }
+        let media = self.preflight.check(&message).await;
+        if !media.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
+            return Delivery::NotSent(Error::Media(media));
+        }
+        let warnings: Vec<Warning> = window_warning
+            .into_iter()
+            .chain(media.into_iter().map(Warning::from))
+            .collect();
+        if self.is_draining() {
+            return Delivery::NotSent(Error::Draining);
+        }
+        // A queued message waits for a permit where `/send` would answer `overloaded`.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return Delivery::NotSent(Error::Draining);
+        };
+        if !start.await {
+            return Delivery::NotStarted;
+        }
+        let task = self
+            .clone()
+            .send_and_record(
+                call::Sender {
+                    caller: caller.name.clone(),
+                    account,
+                    relay_id: Some(relay_id.to_owned()),
+                },
+                message,
+                warnings,
+                None,
+                relay_id.to_owned(),
+                call::InFlight {
+                    _permit: permit,
+                    _slot: None,
+                },
+            )
+            .instrument(Span::current());
+        // Its own task, as for `/send`: the call is never cut off half-way.
+        let result = match tokio::spawn(task).await {
+            Ok((result, qikchat_status)) => {
+                attempt.qikchat_status = qikchat_status;
+                result
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the send task failed");
+                Err(Error::Internal)
+            }
+        };
+        attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
+        Delivery::Called(result)
+    }
+}
