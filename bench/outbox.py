@@ -184,7 +184,7 @@ def table(args: argparse.Namespace) -> None:
         return fmt(record) if record else "n/a"
 
     lines = [
-        "| | " + " | ".join(f"{m} ({'SQLite' if m == 'embedded' else 'Redis'})" for m in modes) + " |",
+        "| | " + " | ".join("embedded (SQLite)" if m == "embedded" else "Redis" for m in modes) + " |",
         "|---|" + "---|" * len(modes),
     ]
     specs = [
