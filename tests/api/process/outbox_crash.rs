@@ -104,16 +104,12 @@ fn check_the_crash(
             _ => panic!("{text} ended neither queued nor unknown: {body}"),
         }
     }
-    eprintln!(
-        "after the crash: {} queued, {} unknown, {} sends after it",
-        ids.len() - unknown.len(),
-        unknown.len(),
-        after.len()
-    );
     assert!(
         unknown.len() <= CONCURRENCY,
-        "{} unknown, more than were in flight at the crash: {unknown:?}",
-        unknown.len()
+        "{} unknown, more than were in flight at the crash ({} queued, {} sends after it): {unknown:?}",
+        unknown.len(),
+        ids.len() - unknown.len(),
+        after.len()
     );
 }
 
