@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Claimed, Finish, Record, Settings, State, Store, status};
+use super::{Claimed, Finish, Record, Settings, Shares, State, Store, status};
 use crate::{
     message::Message,
     metric,
@@ -45,6 +45,10 @@ pub struct Outbox {
     webhooks: Option<Arc<Webhooks>>,
     /// Messages this replica works on: `RELAY_OUTBOX_CONCURRENCY` permits.
     held: Arc<Semaphore>,
+    /// How many messages this replica holds for each caller: no caller may hold more than half
+    /// the permits, so one caller's backlog waiting for its pace leaves room for the
+    /// others' messages (see [`Outbox::claim`]).
+    held_by: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// This replica's claims are made under this token.
     token: String,
     pub wake: Notify,
@@ -65,6 +69,7 @@ impl Outbox {
             relay,
             policy,
             webhooks,
+            held_by: std::sync::Mutex::default(),
             token: uuid::Uuid::new_v4().simple().to_string(),
             wake: Notify::new(),
         }
@@ -97,6 +102,13 @@ impl Outbox {
 
     /// Claims as many due messages as there are free permits and starts each; `true` when every
     /// permit found a message (there may be more).
+    ///
+    /// Fairness between callers, in two parts. The store shares each claim out in turn, one
+    /// message per caller per round, the longest waiting first, so a caller with a few due
+    /// messages is never behind another's backlog in a claim. And no caller holds more than a
+    /// half the permits ([`Outbox::share`]): a backlog waiting for its account's pace cannot
+    /// take every permit, so another caller's message is claimed at once and waits only for the
+    /// few of the backlog ahead of it on the same account.
     async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> bool {
         let free = self.held.available_permits();
         if free == 0 || self.relay.is_draining() {
@@ -104,7 +116,8 @@ impl Outbox {
             return false;
         }
         let lease = millis(self.settings.lease);
-        let claimed = match self.store.claim(free, lease, &self.token).await {
+        let shares = self.shares();
+        let claimed = match self.store.claim(free, lease, &self.token, &shares).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 warn!(error = %e, "the outbox cannot be read; due messages wait");
@@ -116,11 +129,16 @@ impl Outbox {
             let Ok(permit) = self.held.clone().try_acquire_owned() else {
                 break;
             };
+            *crate::lock(&self.held_by)
+                .entry(message.caller.clone())
+                .or_default() += 1;
             let outbox = self.clone();
             let span = info_span!("outbox", relay_id = %message.id, caller = %message.caller);
             tasks.spawn(
                 async move {
+                    let caller = message.caller.clone();
                     outbox.deliver(message).await;
+                    outbox.let_go(&caller);
                     drop(permit);
                     outbox.wake.notify_one();
                 }
@@ -128,6 +146,37 @@ impl Outbox {
             );
         }
         full
+    }
+
+    /// The most one caller may hold: half the permits (at least one). Half, not less: a single
+    /// caller's campaign still has enough in flight to keep up with an account's pace of 80 a
+    /// second against a Qikchat that takes 300 ms (32 at once, with the default 64).
+    fn share(&self) -> usize {
+        (self.settings.concurrency / 2).max(1)
+    }
+
+    /// This claim's shares: callers at their most get none, the others at most their share.
+    fn shares(&self) -> Shares {
+        let share = self.share();
+        let held = crate::lock(&self.held_by);
+        Shares {
+            per_caller: Some(share),
+            skip: held
+                .iter()
+                .filter(|(_, n)| **n >= share)
+                .map(|(caller, _)| caller.clone())
+                .collect(),
+        }
+    }
+
+    fn let_go(&self, caller: &str) {
+        let mut held = crate::lock(&self.held_by);
+        if let Some(n) = held.get_mut(caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(caller);
+            }
+        }
     }
 
     /// One message, from its claim to its end (or its next retry).
