@@ -88,7 +88,18 @@ impl Outbox {
                     last_sweep = tokio::time::Instant::now();
                     outbox.sweep().await;
                 }
-                let claimed = outbox.claim(&tracker).await;
+                let claimed = match outbox.claim(&tracker).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        // Said once a second at most, while the store is down.
+                        warn!(error = %e, "the outbox cannot be read; due messages wait");
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(SWEEP_EVERY) => {}
+                        }
+                        continue;
+                    }
+                };
                 if !claimed {
                     tokio::select! {
                         () = stop.cancelled() => {}
@@ -100,8 +111,8 @@ impl Outbox {
         });
     }
 
-    /// Claims as many due messages as there are free permits and starts each; `true` when every
-    /// permit found a message (there may be more).
+    /// Claims as many due messages as there are free permits and starts each; `Ok(true)` when
+    /// every permit found a message (there may be more).
     ///
     /// Fairness between callers, in two parts. The store shares each claim out in turn, one
     /// message per caller per round, the longest waiting first, so a caller with a few due
@@ -109,21 +120,15 @@ impl Outbox {
     /// half the permits ([`Outbox::share`]): a backlog waiting for its account's pace cannot
     /// take every permit, so another caller's message is claimed at once and waits only for the
     /// few of the backlog ahead of it on the same account.
-    async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> bool {
+    async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> Result<bool, super::Error> {
         let free = self.held.available_permits();
         if free == 0 || self.relay.is_draining() {
             // Woken again when one is done.
-            return false;
+            return Ok(false);
         }
         let lease = millis(self.settings.lease);
         let shares = self.shares();
-        let claimed = match self.store.claim(free, lease, &self.token, &shares).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                warn!(error = %e, "the outbox cannot be read; due messages wait");
-                return false;
-            }
-        };
+        let claimed = self.store.claim(free, lease, &self.token, &shares).await?;
         let full = claimed.len() == free;
         for message in claimed {
             let Ok(permit) = self.held.clone().try_acquire_owned() else {
@@ -145,7 +150,7 @@ impl Outbox {
                 .instrument(span),
             );
         }
-        full
+        Ok(full)
     }
 
     /// The most one caller may hold: half the permits (at least one). Half, not less: a single
