@@ -229,6 +229,12 @@ impl Outbox {
         // The lease is renewed while the message waits for its pace or a permit.
         let renewing = self.keep_lease(&message.id);
         let start = async {
+            // Its pace may have taken it past its validity.
+            if crate::unix_ms() >= message.valid_until_ms {
+                let error = expired(message.attempts);
+                self.end(&message, State::Expired, None, Some(error)).await;
+                return false;
+            }
             let lease = millis(self.settings.lease);
             match self.store.start(&message.id, &self.token, lease).await {
                 Ok(true) => {
