@@ -62,6 +62,7 @@ impl Outbox {
         policy: Arc<Live>,
         webhooks: Option<Arc<Webhooks>>,
     ) -> Self {
+        metrics::gauge!(metric::OUTBOX_MAX).set(settings.max as f64);
         Self {
             store,
             held: Arc::new(Semaphore::new(settings.concurrency)),
