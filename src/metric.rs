@@ -86,6 +86,8 @@ families! {
         "Changes asked of the opt-out lists, by change (opt_out, opt_in) and how: keyword (a customer wrote one; counted each time its event is routed) or admin (an operator's PUT or DELETE).";
     gauge OUTBOX_WAITING = "relay_outbox_waiting" in Count,
         "Outbox messages not yet ended (scheduled, accepted, being sent), in the whole outbox (every replica sees the same with Redis): what RELAY_OUTBOX_MAX bounds.";
+    gauge OUTBOX_MAX = "relay_outbox_max" in Count,
+        "RELAY_OUTBOX_MAX: the bound of relay_outbox_waiting, beyond which POST /messages answers 503 outbox_full.";
     gauge OUTBOX_OLDEST_DUE_SECONDS = "relay_outbox_oldest_due_seconds" in Seconds,
         "How long the oldest outbox message that is due and not yet sent has been due (0 when none is): how far delivery is behind.";
     counter OUTBOX_TRANSITIONS_TOTAL = "relay_outbox_transitions_total" in Count,

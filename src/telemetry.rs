@@ -151,6 +151,11 @@ pub fn metrics() -> PrometheusHandle {
             for result in ["replayed", "in_flight", "reused", "outcome_unknown"] {
                 metrics::counter!(metric::IDEMPOTENCY_TOTAL, "result" => result).increment(0);
             }
+            // A replica's first failed or unknown message must count for the dead-letter alert.
+            for status in ["accepted", "scheduled", "queued", "failed", "expired", "canceled", "unknown"] {
+                metrics::counter!(metric::OUTBOX_TRANSITIONS_TOTAL, "status" => status).increment(0);
+            }
+            metrics::counter!(metric::OUTBOX_RETRIES_TOTAL).increment(0);
             // Histogram samples pile up until upkeep folds them into buckets. Left to /metrics
             // scrapes, a relay nobody scrapes grows by about 20 bytes a request (bench/PROFILE.md,
             // P4), so a thread of its own does it, for as long as the process lives.

@@ -32,7 +32,7 @@ impl Submission {
     /// given: `key_field`), naming every bad field at once. `now_ms` is acceptance's time.
     pub fn parse(value: &Value, key_field: bool, now_ms: u64) -> Result<Self, Vec<FieldError>> {
         let Value::Object(object) = value else {
-            return Err(vec![FieldError::new("", "must be a JSON object")]);
+            return Err(vec![FieldError::new("body", "must be a JSON object")]);
         };
         let mut body = object.clone();
         let mut errors = Vec::new();
@@ -96,9 +96,10 @@ fn time_field(value: Option<Value>, field: &str, errors: &mut Vec<FieldError>) -
     let parsed = value.as_str().and_then(|text| {
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
     });
-    match parsed.map(|at| at.unix_timestamp_nanos() / 1_000_000) {
-        Some(ms) if ms >= 0 => u64::try_from(ms).ok(),
-        _ => {
+    // A time before 1970 is simply in the past: as early as the relay's clock counts.
+    match parsed.map(|at| (at.unix_timestamp_nanos() / 1_000_000).max(0)) {
+        Some(ms) => u64::try_from(ms).ok(),
+        None => {
             errors.push(FieldError::new(
                 field,
                 "must be an RFC 3339 time with its offset, e.g. 2026-12-24T09:00:00+05:30",
@@ -287,4 +288,86 @@ fn taken(accepted: Accepted, warnings: Vec<Warning>) -> Result<Taken, Refused> {
 
 fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: u64 = 1_796_000_000_000;
+
+    fn fields(result: Result<Submission, Vec<FieldError>>) -> Vec<String> {
+        result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    }
+
+    #[test]
+    fn times_take_any_offset_and_are_checked_against_now() {
+        let body = |extra: Value| {
+            let mut body = json!({"to": "+918080808080", "type": "text", "text": "Hi"});
+            if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+                body.extend(extra);
+            }
+            body
+        };
+        let at = |send_at: &str| Submission::parse(&body(json!({"send_at": send_at})), false, NOW);
+        let ist = at("2026-12-01T09:00:00+05:30").map(|s| s.send_at_ms);
+        let utc = at("2026-12-01T03:30:00Z").map(|s| s.send_at_ms);
+        assert_eq!(ist.ok(), utc.ok(), "the same instant in two offsets");
+        assert!(
+            at("2026-12-01t03:30:00.250z").is_ok(),
+            "RFC 3339 allows lowercase"
+        );
+        assert_eq!(
+            at("1969-12-31T23:59:59Z").ok().and_then(|s| s.send_at_ms),
+            Some(0)
+        );
+        assert_eq!(fields(at("2026-12-01 03:30")), ["send_at"]);
+        assert_eq!(
+            fields(at("2027-06-01T00:00:00Z")),
+            ["send_at"],
+            "over 35 days ahead"
+        );
+        let until =
+            |until: &str| Submission::parse(&body(json!({"valid_until": until})), false, NOW);
+        assert_eq!(
+            fields(until("2020-01-01T00:00:00Z")),
+            ["valid_until"],
+            "in the past"
+        );
+        let both = Submission::parse(
+            &body(
+                json!({"send_at": "2026-12-02T00:00:00Z", "valid_until": "2026-12-01T23:00:00Z"}),
+            ),
+            false,
+            NOW,
+        );
+        assert_eq!(fields(both), ["valid_until"], "before send_at");
+        assert_eq!(fields(at("x").and(at("y"))), ["send_at"]);
+    }
+
+    #[test]
+    fn an_idempotency_key_is_a_field_only_in_a_batch() {
+        let body =
+            json!({"to": "+918080808080", "type": "text", "text": "Hi", "idempotency_key": "k-1"});
+        let batch = Submission::parse(&body, true, NOW).map(|s| s.key.map(|k| k.sha256()));
+        assert!(matches!(batch, Ok(Some(_))));
+        assert_eq!(
+            fields(Submission::parse(&body, false, NOW)),
+            ["idempotency_key"]
+        );
+        let bad =
+            json!({"to": "+918080808080", "type": "text", "text": "Hi", "idempotency_key": ""});
+        assert_eq!(
+            fields(Submission::parse(&bad, true, NOW)),
+            ["idempotency_key"]
+        );
+        assert_eq!(fields(Submission::parse(&json!([1]), true, NOW)), ["body"]);
+    }
 }

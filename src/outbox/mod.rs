@@ -22,7 +22,9 @@ pub mod worker;
 pub use accept::{Refused, Submission, Taken};
 pub use worker::Outbox;
 
-pub use store::{Accepted, Cancel, Claimed, Error, Finish, NewMessage, Record, State, Stats};
+pub use store::{
+    Accepted, Cancel, Claimed, Error, Finish, NewMessage, Record, Shares, State, Stats,
+};
 
 pub use crate::config::OutboxSettings as Settings;
 
@@ -75,14 +77,16 @@ impl Store {
         dispatch!(self, s => s.by_key(caller, key_sha256).await)
     }
 
-    /// Up to `limit` due messages for `token`, each for `lease_ms` (see the module).
+    /// Up to `limit` due messages for `token`, each for `lease_ms`, shared between callers in
+    /// turn and by `shares` (see `store.rs`).
     pub async fn claim(
         &self,
         limit: usize,
         lease_ms: u64,
         token: &str,
+        shares: &Shares,
     ) -> Result<Vec<Claimed>, Error> {
-        dispatch!(self, s => s.claim(limit, lease_ms, token).await)
+        dispatch!(self, s => s.claim(limit, lease_ms, token, shares).await)
     }
 
     /// Extends a claim's lease; `false` when `token` no longer holds it.

@@ -133,6 +133,14 @@ pub struct Claimed {
     pub accepted_at_ms: u64,
 }
 
+/// How a claim is shared out beyond its round robin: callers in `skip` get nothing (the worker
+/// holds its most of theirs already), every other at most `per_caller`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shares {
+    pub per_caller: Option<usize>,
+    pub skip: Vec<String>,
+}
+
 /// How a message ended, or (for `queued`) where Qikchat took over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finish {

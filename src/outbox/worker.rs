@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Claimed, Finish, Record, Settings, State, Store, status};
+use super::{Claimed, Finish, Record, Settings, Shares, State, Store, status};
 use crate::{
     message::Message,
     metric,
@@ -45,6 +45,10 @@ pub struct Outbox {
     webhooks: Option<Arc<Webhooks>>,
     /// Messages this replica works on: `RELAY_OUTBOX_CONCURRENCY` permits.
     held: Arc<Semaphore>,
+    /// How many messages this replica holds for each caller: no caller may hold more than half
+    /// the permits, so one caller's backlog waiting for its pace leaves room for the
+    /// others' messages (see [`Outbox::claim`]).
+    held_by: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// This replica's claims are made under this token.
     token: String,
     pub wake: Notify,
@@ -58,6 +62,7 @@ impl Outbox {
         policy: Arc<Live>,
         webhooks: Option<Arc<Webhooks>>,
     ) -> Self {
+        metrics::gauge!(metric::OUTBOX_MAX).set(settings.max as f64);
         Self {
             store,
             held: Arc::new(Semaphore::new(settings.concurrency)),
@@ -65,6 +70,7 @@ impl Outbox {
             relay,
             policy,
             webhooks,
+            held_by: std::sync::Mutex::default(),
             token: uuid::Uuid::new_v4().simple().to_string(),
             wake: Notify::new(),
         }
@@ -83,7 +89,18 @@ impl Outbox {
                     last_sweep = tokio::time::Instant::now();
                     outbox.sweep().await;
                 }
-                let claimed = outbox.claim(&tracker).await;
+                let claimed = match outbox.claim(&tracker).await {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        // Said once a second at most, while the store is down.
+                        warn!(error = %e, "the outbox cannot be read; due messages wait");
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            () = tokio::time::sleep(SWEEP_EVERY) => {}
+                        }
+                        continue;
+                    }
+                };
                 if !claimed {
                     tokio::select! {
                         () = stop.cancelled() => {}
@@ -95,39 +112,77 @@ impl Outbox {
         });
     }
 
-    /// Claims as many due messages as there are free permits and starts each; `true` when every
-    /// permit found a message (there may be more).
-    async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> bool {
+    /// Claims as many due messages as there are free permits and starts each; `Ok(true)` when
+    /// every permit found a message (there may be more).
+    ///
+    /// Fairness between callers, in two parts. The store shares each claim out in turn, one
+    /// message per caller per round, the longest waiting first, so a caller with a few due
+    /// messages is never behind another's backlog in a claim. And no caller holds more than a
+    /// half the permits ([`Outbox::share`]): a backlog waiting for its account's pace cannot
+    /// take every permit, so another caller's message is claimed at once and waits only for the
+    /// few of the backlog ahead of it on the same account.
+    async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> Result<bool, super::Error> {
         let free = self.held.available_permits();
         if free == 0 || self.relay.is_draining() {
             // Woken again when one is done.
-            return false;
+            return Ok(false);
         }
         let lease = millis(self.settings.lease);
-        let claimed = match self.store.claim(free, lease, &self.token).await {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                warn!(error = %e, "the outbox cannot be read; due messages wait");
-                return false;
-            }
-        };
+        let shares = self.shares();
+        let claimed = self.store.claim(free, lease, &self.token, &shares).await?;
         let full = claimed.len() == free;
         for message in claimed {
             let Ok(permit) = self.held.clone().try_acquire_owned() else {
                 break;
             };
+            *crate::lock(&self.held_by)
+                .entry(message.caller.clone())
+                .or_default() += 1;
             let outbox = self.clone();
             let span = info_span!("outbox", relay_id = %message.id, caller = %message.caller);
             tasks.spawn(
                 async move {
+                    let caller = message.caller.clone();
                     outbox.deliver(message).await;
+                    outbox.let_go(&caller);
                     drop(permit);
                     outbox.wake.notify_one();
                 }
                 .instrument(span),
             );
         }
-        full
+        Ok(full)
+    }
+
+    /// The most one caller may hold: half the permits (at least one). Half, not less: a single
+    /// caller's campaign still has enough in flight to keep up with an account's pace of 80 a
+    /// second against a Qikchat that takes 300 ms (32 at once, with the default 64).
+    fn share(&self) -> usize {
+        (self.settings.concurrency / 2).max(1)
+    }
+
+    /// This claim's shares: callers at their most get none, the others at most their share.
+    fn shares(&self) -> Shares {
+        let share = self.share();
+        let held = crate::lock(&self.held_by);
+        Shares {
+            per_caller: Some(share),
+            skip: held
+                .iter()
+                .filter(|(_, n)| **n >= share)
+                .map(|(caller, _)| caller.clone())
+                .collect(),
+        }
+    }
+
+    fn let_go(&self, caller: &str) {
+        let mut held = crate::lock(&self.held_by);
+        if let Some(n) = held.get_mut(caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(caller);
+            }
+        }
     }
 
     /// One message, from its claim to its end (or its next retry).
@@ -175,6 +230,12 @@ impl Outbox {
         // The lease is renewed while the message waits for its pace or a permit.
         let renewing = self.keep_lease(&message.id);
         let start = async {
+            // Its pace may have taken it past its validity.
+            if crate::unix_ms() >= message.valid_until_ms {
+                let error = expired(message.attempts);
+                self.end(&message, State::Expired, None, Some(error)).await;
+                return false;
+            }
             let lease = millis(self.settings.lease);
             match self.store.start(&message.id, &self.token, lease).await {
                 Ok(true) => {

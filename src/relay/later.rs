@@ -80,6 +80,10 @@ impl Relay {
         };
         // The account's pace, shared by every replica: a message waits its turn, however long.
         loop {
+            // A drain does not wait for paces: the message is put back for another replica.
+            if self.is_draining() {
+                return Delivery::NotSent(Error::Draining);
+            }
             match limits::pace(&self.limiter, &account.spec, &message.to).await {
                 Ok(None) => break,
                 Ok(Some(wait)) => tokio::time::sleep(wait).await,

@@ -3,7 +3,10 @@
 //! alert tells the on-call what to look at; the dashboard answers the on-call's questions.
 //! promtool checks the PromQL itself (deploy/validate.sh); this checks it against the relay.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
 use serde_json::{Value, json};
 use wiremock::{
@@ -11,7 +14,9 @@ use wiremock::{
     matchers::{body_string_contains, method, path},
 };
 
-use crate::helpers::{KEY, RECIPIENT, TOKEN, TestApp, problem, spawn_app_with, text_message};
+use crate::helpers::{
+    KEY, RECIPIENT, TOKEN, TestApp, problem, qikchat_success, spawn_app_with, text_message,
+};
 
 const DASHBOARD: &str = "deploy/grafana/qikchat-relay.json";
 const ALERTS: &str = "deploy/prometheus/alerts.yaml";
@@ -23,7 +28,7 @@ const TARGET_LABELS: [&str; 4] = ["job", "instance", "namespace", "pod"];
 const OTHER_METRICS: [&str; 1] = ["up"];
 
 /// The panels the on-call needs, by title.
-const PANELS: [&str; 12] = [
+const PANELS: [&str; 16] = [
     "Sends by outcome",
     "Send error ratio by caller",
     "Qikchat latency p50 / p99",
@@ -36,9 +41,13 @@ const PANELS: [&str; 12] = [
     "Build info",
     "Webhook events received",
     "Webhook deliveries by outcome",
+    "Outbox depth vs RELAY_OUTBOX_MAX",
+    "Outbox delivery lag (oldest due message)",
+    "Outbox transitions by status",
+    "Outbox retries",
 ];
 
-const ALERT_NAMES: [&str; 7] = [
+const ALERT_NAMES: [&str; 10] = [
     "QikchatRelayQikchatFailing",
     "QikchatRelayErrorRatioHigh",
     "QikchatRelayQikchatLatencyHigh",
@@ -46,6 +55,9 @@ const ALERT_NAMES: [&str; 7] = [
     "QikchatRelayDown",
     "QikchatRelayWebhookDeadLetters",
     "QikchatRelayWebhookStoreFull",
+    "QikchatRelayOutboxBehind",
+    "QikchatRelayOutboxNearlyFull",
+    "QikchatRelayOutboxDeadLetters",
 ];
 
 fn read(file: &str) -> String {
@@ -297,7 +309,8 @@ fn check_expr(scrape: &Scrape, file: &str, context: &str, expr: &str) -> Vec<Str
 
 /// Drives a relay through every path that creates a metric family: a queued send with an
 /// Idempotency-Key and its replay, a send Qikchat rejects (4xx), an invalid one, a media send
-/// whose link is checked. Returns the scrape of /metrics.
+/// whose link is checked, an outbox message that Qikchat rate-limits once and then takes (after
+/// which the worker's sweep has set the outbox's gauges). Returns the scrape of /metrics.
 async fn exercise_every_metric(app: &TestApp) -> String {
     Mock::given(method("POST"))
         .and(path("/v1/messages"))
@@ -353,6 +366,8 @@ async fn exercise_every_metric(app: &TestApp) -> String {
         .await;
     assert_eq!(image.status(), 200, "media send");
 
+    outbox_message_retried_then_queued(app).await;
+
     let scrape = app
         .http
         .get(app.url("/metrics"))
@@ -364,6 +379,62 @@ async fn exercise_every_metric(app: &TestApp) -> String {
         .expect("text");
     assert!(!scrape.contains(KEY), "the key is in /metrics");
     scrape
+}
+
+/// `POST /messages`: Qikchat answers the first delivery 429 (a retry) and the second 200 (queued),
+/// so the outbox's counters have their series; then waits for a sweep to have set its gauges.
+async fn outbox_message_retried_then_queued(app: &TestApp) {
+    const TEXT: &str = "dashboards: outbox";
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(body_string_contains(TEXT))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
+        .with_priority(1)
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.qikchat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(body_string_contains(TEXT))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(qikchat_success("dashboards-outbox-1")),
+        )
+        .with_priority(2)
+        .expect(1)
+        .mount(&app.qikchat)
+        .await;
+    let accepted = app
+        .http
+        .post(app.url("/messages"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"to": RECIPIENT, "type": "text", "text": TEXT}))
+        .send()
+        .await
+        .expect("the relay answers");
+    assert_eq!(accepted.status(), 202, "outbox message accepted");
+    let id = accepted.json::<Value>().await.expect("JSON")["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = app.get(&format!("/messages/{id}")).await;
+        let status = status.json::<Value>().await.expect("JSON");
+        let scrape = app.scrape().await;
+        let gauges = ["relay_outbox_waiting", "relay_outbox_oldest_due_seconds"]
+            .iter()
+            .all(|name| scrape.contains(&format!("# TYPE {name} ")));
+        if status["status"] == "queued" && gauges {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox message is not queued, or its gauges are not exported, after 20 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

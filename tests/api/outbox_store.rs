@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use qikchat_relay::outbox::{
-    Accepted, Cancel, Finish, NewMessage, Record, State, Store, new_id, redis_store::RedisStore,
+    Accepted, Cancel, Finish, NewMessage, Record, Shares, State, Store, new_id,
+    redis_store::RedisStore,
 };
 
 use crate::helpers::Redis;
@@ -104,7 +105,10 @@ fn ended(state: State) -> Finish {
 
 /// Claims the one message due, for `token`, and returns its id.
 async fn claim_one(store: &Store, token: &str, lease_ms: u64) -> String {
-    let claimed = store.claim(10, lease_ms, token).await.unwrap();
+    let claimed = store
+        .claim(10, lease_ms, token, &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     claimed[0].id.clone()
 }
@@ -204,7 +208,10 @@ async fn a_full_outbox_stores_nothing(store: Store) {
 
 /// Claims one message (any), for `token`.
 async fn claim_one_of(store: &Store, token: &str) -> String {
-    let claimed = store.claim(1, LONG_MS, token).await.unwrap();
+    let claimed = store
+        .claim(1, LONG_MS, token, &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "{claimed:?}");
     claimed[0].id.clone()
 }
@@ -260,7 +267,10 @@ async fn a_used_key_gives_the_stored_message_or_reused(store: Store) {
     assert_eq!(store.by_key("nobody", &sha256("k1")).await.unwrap(), None);
 
     // The state as it is now.
-    let claimed = store.claim(10, LONG_MS, "w").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     for c in &claimed {
         assert!(store.start(&c.id, "w", LONG_MS).await.unwrap());
     }
@@ -344,7 +354,7 @@ async fn only_due_messages_are_claimed(store: Store) {
     accept(&store, vec![now_due.clone(), later.clone(), came.clone()]).await;
 
     let mut claimed: Vec<String> = store
-        .claim(10, LONG_MS, "w")
+        .claim(10, LONG_MS, "w", &Shares::default())
         .await
         .unwrap()
         .into_iter()
@@ -354,19 +364,37 @@ async fn only_due_messages_are_claimed(store: Store) {
     let mut expected = vec![now_due.id.clone(), came.id.clone()];
     expected.sort();
     assert_eq!(claimed, expected, "not the one due in a minute");
-    assert!(store.claim(10, LONG_MS, "w2").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, LONG_MS, "w2", &Shares::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(get(&store, &came.id).await.state, State::Claimed);
     assert_eq!(get(&store, &now_due.id).await.state, State::Claimed);
     assert_eq!(get(&store, &later.id).await.state, State::Scheduled);
-    assert_eq!(store.claim(0, LONG_MS, "w2").await.unwrap(), Vec::new());
+    assert_eq!(
+        store
+            .claim(0, LONG_MS, "w2", &Shares::default())
+            .await
+            .unwrap(),
+        Vec::new()
+    );
 
-    let c = store.claim(10, LONG_MS, "w3").await.unwrap();
+    let c = store
+        .claim(10, LONG_MS, "w3", &Shares::default())
+        .await
+        .unwrap();
     assert!(c.is_empty());
     // What a worker is handed.
     let mut other = message("ops", 0);
     other.reference = None;
     accept(&store, vec![other.clone()]).await;
-    let claimed = store.claim(10, LONG_MS, "w").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let c = &claimed[0];
     assert_eq!(
@@ -399,7 +427,10 @@ async fn claims_are_fair_between_callers(store: Store) {
     let many_ids = accept(&store, many).await;
     let few_ids = accept(&store, vec![due_ago("b", 10), due_ago("b", 5)]).await;
 
-    let claimed = store.claim(10, LONG_MS, "w").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 10);
     let of = |caller: &str| -> Vec<String> {
         claimed
@@ -412,21 +443,49 @@ async fn claims_are_fair_between_callers(store: Store) {
     assert_eq!(of("a"), many_ids[..8], "A's oldest eight, in order");
 
     // Then A's next, in order, and nothing of B's left.
-    let next = store.claim(5, LONG_MS, "w").await.unwrap();
+    let next = store
+        .claim(5, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     let ids: Vec<&str> = next.iter().map(|c| c.id.as_str()).collect();
     let expected: Vec<&str> = many_ids[8..13].iter().map(String::as_str).collect();
     assert_eq!(ids, expected);
 
     // With more callers than the limit, the longest waiting go first, one each.
     let store_c = accept(&store, vec![due_ago("c", 200_000)]).await;
-    let one = store.claim(1, LONG_MS, "w").await.unwrap();
+    let one = store
+        .claim(1, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(one[0].id, store_c[0], "C waited longest");
+}
+
+async fn shares_skip_callers_and_cap_the_others(store: Store) {
+    let a = accept(&store, (0..5).map(|n| due_ago("a", 1_000 - n)).collect()).await;
+    let b = accept(&store, (0..5).map(|n| due_ago("b", 500 - n)).collect()).await;
+    let c = accept(&store, vec![due_ago("c", 100)]).await;
+    let shares = Shares {
+        per_caller: Some(2),
+        skip: vec!["b".to_owned()],
+    };
+    let claimed = store.claim(10, LONG_MS, "w", &shares).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "two of A's, C's one, none of B's: {ids:?}");
+    assert!(ids.contains(&a[0].as_str()) && ids.contains(&a[1].as_str()));
+    assert!(ids.contains(&c[0].as_str()));
+    assert!(b.iter().all(|id| !ids.contains(&id.as_str())));
 }
 
 async fn a_lease_that_ran_out_is_claimed_again(store: Store) {
     accept(&store, vec![message("billing", 0)]).await;
     let id = claim_one(&store, "w1", SHORT_MS).await;
-    assert!(store.claim(10, LONG_MS, "w2").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, LONG_MS, "w2", &Shares::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tokio::time::sleep(PAST_SHORT).await;
     assert!(!store.renew(&id, "w1", LONG_MS).await.unwrap(), "too late");
     assert_eq!(claim_one(&store, "w2", LONG_MS).await, id, "due again");
@@ -446,7 +505,13 @@ async fn a_renewed_lease_holds(store: Store) {
     assert!(!store.renew(&id, "w2", LONG_MS).await.unwrap(), "not w2's");
     assert!(store.renew(&id, "w1", LONG_MS).await.unwrap());
     tokio::time::sleep(PAST_SHORT).await;
-    assert!(store.claim(10, LONG_MS, "w2").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, LONG_MS, "w2", &Shares::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.start(&id, "w1", SHORT_MS).await.unwrap());
     assert!(store.renew(&id, "w1", LONG_MS).await.unwrap(), "a send too");
     tokio::time::sleep(PAST_SHORT).await;
@@ -497,9 +562,18 @@ async fn a_retry_is_due_again_later(store: Store) {
         (State::Accepted, 1, Some(error.clone()))
     );
     assert!(!store.start(&id, "w", LONG_MS).await.unwrap(), "let go");
-    assert!(store.claim(10, LONG_MS, "w").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, LONG_MS, "w", &Shares::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let claimed = store.claim(10, LONG_MS, "w2").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w2", &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         (claimed[0].id.as_str(), claimed[0].attempts),
@@ -516,7 +590,10 @@ async fn a_retry_is_due_again_later(store: Store) {
 async fn a_finished_message_ends_and_stops_waiting(store: Store) {
     accept(&store, vec![message("billing", 0), message("alerts", 0)]).await;
     assert_eq!(store.stats().await.unwrap().waiting, 2);
-    let claimed = store.claim(10, LONG_MS, "w").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     let (sent, dropped) = (&claimed[0].id, &claimed[1].id);
     assert!(store.start(sent, "w", LONG_MS).await.unwrap());
     assert!(
@@ -550,7 +627,13 @@ async fn a_finished_message_ends_and_stops_waiting(store: Store) {
     );
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.oldest_due_ms), (0, None));
-    assert!(store.claim(10, 0, "w").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, 0, "w", &Shares::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         !store.finish(sent, "w", ended(State::Failed)).await.unwrap(),
         "ended once"
@@ -575,7 +658,13 @@ async fn cancel_in_each_state(store: Store) {
             other => panic!("{other:?}"),
         }
     }
-    assert!(store.claim(10, LONG_MS, "w").await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(10, LONG_MS, "w", &Shares::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     accept(&store, vec![claimed.clone()]).await;
     claim_one(&store, "w", LONG_MS).await;
@@ -628,7 +717,10 @@ async fn cancel_in_each_state(store: Store) {
 
 async fn a_send_whose_worker_died_ends_unknown(store: Store) {
     accept(&store, vec![message("billing", 0), message("billing", 0)]).await;
-    let claimed = store.claim(10, LONG_MS, "w").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     let (died, alive) = (&claimed[0].id, &claimed[1].id);
     assert!(store.start(died, "w", SHORT_MS).await.unwrap());
     assert!(store.start(alive, "w", LONG_MS).await.unwrap());
@@ -672,7 +764,14 @@ async fn ended_messages_are_forgotten_after_the_retention(store: Store) {
     )
     .await;
     let (done, waiting) = (&ids[0], &ids[1]);
-    assert_eq!(store.claim(10, LONG_MS, "w").await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .claim(10, LONG_MS, "w", &Shares::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(store.finish(done, "w", ended(State::Failed)).await.unwrap());
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(store.sweep(LONG_MS).await.unwrap().is_empty());
@@ -692,7 +791,10 @@ async fn ended_messages_are_forgotten_after_the_retention(store: Store) {
 
 async fn dead_letters_are_failed_or_unknown_newest_first(store: Store) {
     let ids = accept(&store, (0..4).map(|_| message("billing", 0)).collect()).await;
-    let claimed = store.claim(10, LONG_MS, "w").await.unwrap();
+    let claimed = store
+        .claim(10, LONG_MS, "w", &Shares::default())
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 4);
     for (id, state) in
         ids.iter()
@@ -735,7 +837,14 @@ async fn stats_count_waiting_and_the_oldest_due(store: Store) {
         (3, Some(oldest.due_at_ms))
     );
     // Claimed is not due any more (a worker has it).
-    assert_eq!(store.claim(1, LONG_MS, "w").await.unwrap()[0].id, oldest.id);
+    assert_eq!(
+        store
+            .claim(1, LONG_MS, "w", &Shares::default())
+            .await
+            .unwrap()[0]
+            .id,
+        oldest.id
+    );
     let stats = store.stats().await.unwrap();
     assert_eq!(
         (stats.waiting, stats.oldest_due_ms),
@@ -788,6 +897,7 @@ on_both!(
     a_key_twice_in_one_batch_is_stored_once,
     only_due_messages_are_claimed,
     claims_are_fair_between_callers,
+    shares_skip_callers_and_cap_the_others,
     a_lease_that_ran_out_is_claimed_again,
     a_renewed_lease_holds,
     exactly_one_start_wins,
@@ -863,7 +973,12 @@ mod redis_only {
             .await
             .unwrap();
         assert!(store.get(&id).await.is_err());
-        assert!(store.claim(10, LONG_MS, "w").await.is_err());
+        assert!(
+            store
+                .claim(10, LONG_MS, "w", &Shares::default())
+                .await
+                .is_err()
+        );
         let _: () = redis::cmd("HSET")
             .arg(&key)
             .arg("attempts")

@@ -1,5 +1,8 @@
 
 local now, limit, lease, token = now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+-- At most this many for each caller; none for the callers after it (the worker holds its most).
+local per_caller, skip = tonumber(ARGV[5]), {}
+for i = 6, #ARGV do skip[ARGV[i]] = true end
 -- Claims whose lease ran out are waiting again, due when they were: their old token no longer
 -- holds them. (At most 1000 a call: the rest at the next.)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, 1000)) do
@@ -15,10 +18,15 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT
 end
 -- Round robin over the callers with due messages (the longest waiting first), one message each
 -- per round, each caller's oldest first.
-local callers = redis.call('ZRANGEBYSCORE', P .. 'callers', '-inf', ms(now), 'LIMIT', 0, limit)
+local callers = {}
+for _, caller in ipairs(redis.call('ZRANGEBYSCORE', P .. 'callers', '-inf', ms(now))) do
+  if #callers >= limit then break end
+  if not skip[caller] then table.insert(callers, caller) end
+end
 local lines = {}
 for i, caller in ipairs(callers) do
-  lines[i] = redis.call('ZRANGEBYSCORE', P .. 'due:' .. caller, '-inf', ms(now), 'LIMIT', 0, limit)
+  lines[i] = redis.call('ZRANGEBYSCORE', P .. 'due:' .. caller, '-inf', ms(now), 'LIMIT', 0,
+    math.min(limit, per_caller))
 end
 local out, taken, round, until_ms = {}, 0, 1, ms(now + lease)
 while taken < limit do

@@ -47,7 +47,7 @@ use scripts::{
 };
 
 use super::store::{
-    Accepted, Cancel, Claimed, Error, Finish, INTERRUPTED, NewMessage, Record, State, Stats,
+    Accepted, Cancel, Claimed, Error, Finish, INTERRUPTED, NewMessage, Record, Shares, State, Stats,
 };
 
 /// Every key of the outbox starts with this.
@@ -172,6 +172,7 @@ impl RedisStore {
         limit: usize,
         lease_ms: u64,
         token: &str,
+        shares: &Shares,
     ) -> Result<Vec<Claimed>, Error> {
         let limit = limit.min(MAX_CLAIM);
         if limit == 0 {
@@ -183,6 +184,8 @@ impl RedisStore {
             .arg(limit)
             .arg(lease_ms.min(MAX_DELAY_MS))
             .arg(token)
+            .arg(shares.per_caller.unwrap_or(limit))
+            .arg(&shares.skip)
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(redis_error)?;

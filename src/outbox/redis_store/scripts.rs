@@ -30,7 +30,8 @@ const BY_KEY_LUA: &str = include_str!("by_key.lua");
 /// KEYS: the message's hash. ARGV: prefix, id. Returns false or a record.
 const GET_LUA: &str = include_str!("get.lua");
 
-/// Claims due messages. KEYS: `leases`. ARGV: prefix, limit, lease (ms), token.
+/// Claims due messages. KEYS: `leases`. ARGV: prefix, limit, lease (ms), token, the most per
+/// caller, then the callers to skip.
 /// Returns {id, caller, account, body, reference, attempts, valid_until_ms, accepted_at_ms, ...}.
 const CLAIM_LUA: &str = include_str!("claim.lua");
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rusqlite::params;
 
 use super::{RECORD, SqliteStore, WAITING, get, ms, record, u, waiting};
-use crate::outbox::store::{Cancel, Claimed, Error, Finish, INTERRUPTED, Record, Stats};
+use crate::outbox::store::{Cancel, Claimed, Error, Finish, INTERRUPTED, Record, Shares, Stats};
 
 impl SqliteStore {
     pub async fn claim(
@@ -14,8 +14,9 @@ impl SqliteStore {
         limit: usize,
         lease_ms: u64,
         token: &str,
+        shares: &Shares,
     ) -> Result<Vec<Claimed>, Error> {
-        let token = token.to_owned();
+        let (token, shares) = (token.to_owned(), shares.clone());
         self.run(move |tx, now| {
             // Callers with something due, how much, and since when: each gets its share of
             // `limit` in turn, the longest waiting first, so that a large backlog of one never
@@ -31,6 +32,12 @@ impl SqliteStore {
                     Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as usize))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            callers.retain(|(_, caller, _)| !shares.skip.contains(caller));
+            if let Some(most) = shares.per_caller {
+                for (_, _, due) in &mut callers {
+                    *due = (*due).min(most);
+                }
+            }
             let shares = fair_shares(&mut callers, limit);
             let mut claimed = Vec::new();
             let mut select = tx.prepare(&format!(
