@@ -1159,3 +1159,74 @@ async fn the_callers_rules_and_quota_are_applied_at_acceptance_alone_and_in_a_ba
     let sent: Vec<String> = calls.per_text().into_keys().collect();
     assert_eq!(sent, ["message 1", "message 2"], "only what was accepted");
 }
+
+#[tokio::test]
+async fn a_batch_item_with_an_idempotency_key_is_accepted_once_across_retries() {
+    let app = spawn_app_with(&[]).await;
+    let calls = record(&app.qikchat, "qk", Answer::Accept, Duration::ZERO).await;
+    let items = vec![
+        message_with("keyed", json!({"idempotency_key": "batch-item-1"})),
+        message("unkeyed"),
+    ];
+
+    let first = batch_at(&app.http, &app.url(""), TOKEN, items.clone()).await;
+    let retry = batch_at(&app.http, &app.url(""), TOKEN, items).await;
+
+    assert_eq!(retry[0]["id"], first[0]["id"], "{first:?} {retry:?}");
+    assert_ne!(retry[1]["id"], first[1]["id"], "no key, a new message");
+    for result in first.iter().chain(&retry) {
+        until_status(
+            &app,
+            result["id"].as_str().unwrap_or_default(),
+            "queued",
+            SHORT,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.per_text(),
+        BTreeMap::from([
+            ("message keyed".to_owned(), 1),
+            ("message unkeyed".to_owned(), 2)
+        ])
+    );
+}
+
+#[tokio::test]
+async fn retries_and_the_expiry_are_posted_to_the_statuses_webhook_with_their_error() {
+    let dir = TempDir::new();
+    let subscriber = MockServer::start().await;
+    subscriber_accepts(&subscriber, "/billing/statuses").await;
+    let app = crate::webhooks::relay(&dir, &subscriber, &[]).await;
+    record(&app.qikchat, "qk", Answer::Status(429), Duration::ZERO).await;
+    let body = message_with(
+        "retried",
+        json!({"valid_until": from_now(Duration::from_secs(2))}),
+    );
+    let id = accept(&app, &body).await;
+
+    let events = events_until(&subscriber, |events| {
+        events.iter().any(|e| e["data"]["status"] == "expired")
+    })
+    .await;
+
+    for event in &events {
+        assert_eq!(event["data"]["id"], id.as_str(), "{event}");
+        assert_eq!(event["data"]["reference"], "ref-retried", "{event}");
+    }
+    let retried = events
+        .iter()
+        .find(|e| e["data"]["status"] == "accepted")
+        .unwrap_or_else(|| panic!("a retry back to accepted: {events:?}"));
+    assert!(retried["data"]["error"]["code"].is_string(), "{retried}");
+    let expired = events
+        .iter()
+        .find(|e| e["data"]["status"] == "expired")
+        .expect("expired");
+    assert!(expired["data"]["error"]["code"].is_string(), "{expired}");
+    assert!(
+        !events.iter().any(|e| e["data"]["status"] == "queued"),
+        "{events:?}"
+    );
+}
