@@ -115,6 +115,7 @@ impl AppState {
             store: message_store,
             owner_ttl: config.store.owner_ttl,
             conversation: config.conversation,
+            pace_lanes: crate::relay::PaceLanes::default(),
             limiter: Arc::new(limiter),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             max_in_flight: config.max_in_flight,

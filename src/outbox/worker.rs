@@ -36,6 +36,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// A retry that would fall after `valid_until` is made this long before it instead: the last try.
+const LAST_TRY_BEFORE_MS: u64 = 200;
+
 pub struct Outbox {
     pub store: Store,
     pub settings: Settings,
@@ -300,18 +303,21 @@ impl Outbox {
         done
     }
 
-    /// Due again after a backoff, or `expired` when that would be past `valid_until`.
+    /// Due again after a backoff; when that would be past `valid_until`, one last try just
+    /// before it; `expired` once even that is past.
     async fn retry_or_expire(&self, message: &Claimed, e: &Error) {
         let attempts = message.attempts + 1;
         let mut wait = backoff(attempts);
         if let Error::Qikchat(qikchat::Error::RateLimited { retry_after_s }) = e {
             wait = wait.max(Duration::from_secs(*retry_after_s));
         }
-        let due = crate::unix_ms().saturating_add(millis(wait));
+        let now = crate::unix_ms();
+        let last_try = message.valid_until_ms.saturating_sub(LAST_TRY_BEFORE_MS);
         let error = (self.relay.describe)(e);
-        if due >= message.valid_until_ms {
+        if now >= last_try {
             return self.end(message, State::Expired, None, Some(error)).await;
         }
+        let due = now.saturating_add(millis(wait)).min(last_try);
         metrics::counter!(metric::OUTBOX_RETRIES_TOTAL).increment(1);
         match self
             .store

@@ -71,14 +71,23 @@ pub async fn check_caller(
     take(limiter, rules, None).await
 }
 
+/// What the account's pacing says of a message the outbox delivers ([`pace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// It may go now: the pace is taken.
+    Go,
+    /// It must wait this long first (nothing was taken); `recipient` when the customer's own
+    /// interval is what holds it (a wait of seconds, not of one message's turn).
+    Wait { wait: Duration, recipient: bool },
+}
+
 /// The account's pacing alone (`rate_per_second`, the recipient's interval) for a message the
-/// outbox delivers: `Ok(None)` when it may go now (the pace is taken), `Ok(Some(wait))` when it
-/// must wait that long first (nothing is taken). A paced message waits; it is never refused.
+/// outbox delivers. A paced message waits; it is never refused.
 pub async fn pace(
     limiter: &Limiter,
     account: &AccountSpec,
     to: &Recipient,
-) -> Result<Option<Duration>, Refusal> {
+) -> Result<Pace, Refusal> {
     let recipient_key = format!("recipient:{}:{}", account.name, to.pseudonym());
     let account_key = format!("account:{}", account.name);
     let mut rates: Vec<(&str, Rate)> = Vec::new();
@@ -89,17 +98,25 @@ pub async fn pace(
         rates.push((&recipient_key, rate));
     }
     if rates.is_empty() {
-        return Ok(None);
+        return Ok(Pace::Go);
     }
     let decisions = limiter
         .take_all(&rates)
         .await
         .map_err(|e| unavailable(e).0)?;
-    Ok(decisions
-        .iter()
-        .filter(|decision| !decision.allowed)
-        .map(|decision| decision.retry_after)
-        .max())
+    let refused = rates.iter().zip(&decisions).filter(|(_, d)| !d.allowed);
+    let mut pace = Pace::Go;
+    for ((key, _), decision) in refused {
+        let (wait, recipient) = match pace {
+            Pace::Wait { wait, recipient } => (wait, recipient),
+            Pace::Go => (Duration::ZERO, false),
+        };
+        pace = Pace::Wait {
+            wait: wait.max(decision.retry_after),
+            recipient: recipient || *key == recipient_key,
+        };
+    }
+    Ok(pace)
 }
 
 /// [`check`], with the account's pacing only when `account` is given.

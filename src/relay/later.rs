@@ -4,7 +4,7 @@
 //! too; and instead of an idempotency claim, the outbox's own `sending` mark is taken just before
 //! the call (`start`), which is what makes the message never be sent twice.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
 
 use tracing::{Instrument, Span};
 
@@ -12,9 +12,27 @@ use super::{Error, Relay, SendResponse, Warning, call};
 use crate::{
     audit::SendAttempt,
     message::Message,
-    policy::{Caller, limits},
+    policy::{
+        AccountSpec, Caller,
+        limits::{self, Pace},
+    },
     preflight,
 };
+
+/// Who goes next for an account's pace, within this replica. Each caller's messages queue in a
+/// lane of their own (first come, first served), and only the head of each lane queues for the
+/// account's turn: so the account's queue holds one message per caller, callers take turns, and
+/// one caller's backlog never stands between another caller's message and the pace. (Tokio's
+/// mutex serves its waiters in order.) A message that must wait for its customer's interval, a
+/// wait of seconds, steps out of both queues while it waits.
+#[derive(Default)]
+pub struct PaceLanes(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl PaceLanes {
+    fn lane(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        crate::lock(&self.0).entry(key).or_default().clone()
+    }
+}
 
 /// What a delivery came to.
 pub enum Delivery {
@@ -79,16 +97,8 @@ impl Relay {
             Err(e) => return Delivery::NotSent(e),
         };
         // The account's pace, shared by every replica: a message waits its turn, however long.
-        loop {
-            // A drain does not wait for paces: the message is put back for another replica.
-            if self.is_draining() {
-                return Delivery::NotSent(Error::Draining);
-            }
-            match limits::pace(&self.limiter, &account.spec, &message.to).await {
-                Ok(None) => break,
-                Ok(Some(wait)) => tokio::time::sleep(wait).await,
-                Err(refusal) => return Delivery::NotSent(refusal.into()),
-            }
+        if let Err(e) = self.wait_for_pace(caller, &account.spec, &message).await {
+            return Delivery::NotSent(e);
         }
         let media = self.preflight.check(&message).await;
         if !media.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
@@ -139,5 +149,49 @@ impl Relay {
         };
         attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
         Delivery::Called(result)
+    }
+}
+
+impl Relay {
+    /// Waits for `message`'s turn in its account's pace ([`PaceLanes`]), and takes it.
+    async fn wait_for_pace(
+        &self,
+        caller: &Caller,
+        account: &AccountSpec,
+        message: &Message,
+    ) -> Result<(), Error> {
+        if account.rate.is_none() && account.recipient_rate.is_none() {
+            return Ok(());
+        }
+        let lane = self
+            .pace_lanes
+            .lane(format!("{}\0{}", account.name, caller.name));
+        let turn = self.pace_lanes.lane(account.name.clone());
+        'queue: loop {
+            let in_lane = lane.lock().await;
+            let my_turn = turn.lock().await;
+            loop {
+                // A drain does not wait for paces: the message is put back for another replica.
+                if self.is_draining() {
+                    return Err(Error::Draining);
+                }
+                match limits::pace(&self.limiter, account, &message.to).await {
+                    Ok(Pace::Go) => return Ok(()),
+                    Ok(Pace::Wait {
+                        wait,
+                        recipient: false,
+                    }) => tokio::time::sleep(wait).await,
+                    Ok(Pace::Wait {
+                        wait,
+                        recipient: true,
+                    }) => {
+                        drop((my_turn, in_lane));
+                        tokio::time::sleep(wait).await;
+                        continue 'queue;
+                    }
+                    Err(refusal) => return Err(refusal.into()),
+                }
+            }
+        }
     }
 }

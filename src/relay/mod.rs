@@ -27,7 +27,7 @@ mod error;
 mod later;
 
 pub use error::Error;
-pub use later::Delivery;
+pub use later::{Delivery, PaceLanes};
 
 use crate::{
     audit::SendAttempt,
@@ -135,6 +135,8 @@ pub struct Relay {
     pub store: Store,
     /// How long a message's sender is remembered (`RELAY_MESSAGE_OWNER_TTL_S`).
     pub owner_ttl: Duration,
+    /// Whose outbox message goes next for each account's pace, in this replica.
+    pub pace_lanes: PaceLanes,
     /// The customer-service window's length and how it holds sends (`RELAY_CUSTOMER_WINDOW`).
     pub conversation: crate::conversation::Settings,
     /// How an error that may have reached Qikchat is kept under its key, as its caller is

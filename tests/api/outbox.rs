@@ -1013,11 +1013,13 @@ async fn one_callers_backlog_does_not_hold_up_another_callers_message() {
     let sent = calls.with_text("message alerts")[0].at;
     let waited = sent.duration_since(accepted);
     let before = calls.all().iter().filter(|c| c.at < sent).count();
+    // The account's burst (20) may go before it, and a turn or two of billing's: callers take
+    // turns at the account's pace, so not the backlog.
     assert!(
-        waited <= Duration::from_millis(2000),
+        waited <= Duration::from_millis(1000),
         "alerts' message waited {waited:?}, behind {before} of billing's"
     );
-    assert!(before < 100, "{before} of billing's went first");
+    assert!(before <= 30, "{before} of billing's went first");
     let (status, _) = read_at(&app.http, &app.url(""), OTHER_TOKEN, &id).await;
     assert_eq!(status, 200);
 }
