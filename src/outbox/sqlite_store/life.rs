@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::params;
 
-use super::{RECORD, SqliteStore, WAITING, get, ms, record, u, waiting};
+use super::{Commit, RECORD, SqliteStore, WAITING, get, ms, record, u, waiting};
 use crate::outbox::store::{Cancel, Claimed, Error, Finish, INTERRUPTED, Record, Shares, Stats};
 
 impl SqliteStore {
@@ -17,7 +17,7 @@ impl SqliteStore {
         shares: &Shares,
     ) -> Result<Vec<Claimed>, Error> {
         let (token, shares) = (token.to_owned(), shares.clone());
-        self.run(move |tx, now| {
+        self.run(Commit::Relaxed, move |tx, now| {
             // Callers with something due, how much, and since when: each gets its share of
             // `limit` in turn, the longest waiting first, so that a large backlog of one never
             // holds back another's messages.
@@ -84,7 +84,7 @@ impl SqliteStore {
         lease_ms: u64,
     ) -> Result<bool, Error> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.run(move |tx, now| {
+        self.run(Commit::Relaxed, move |tx, now| {
             let changed = tx.execute(
                 "UPDATE messages SET lease_until = ?3
                  WHERE id = ?1 AND token = ?2 AND state IN ('claimed', 'sending')
@@ -103,7 +103,7 @@ impl SqliteStore {
         lease_ms: u64,
     ) -> Result<bool, Error> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.run(move |tx, now| {
+        self.run(Commit::Durable, move |tx, now| {
             let changed = tx.execute(
                 "UPDATE messages SET state = 'sending', lease_until = ?3, updated_at = ?4
                  WHERE id = ?1 AND token = ?2 AND state = 'claimed' AND lease_until > ?4",
@@ -122,7 +122,7 @@ impl SqliteStore {
         error: (String, String),
     ) -> Result<bool, Error> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.run(move |tx, now| {
+        self.run(Commit::Relaxed, move |tx, now| {
             let changed = tx.execute(
                 "UPDATE messages SET state = 'accepted', due_at = ?3, attempts = attempts + 1,
                      error_code = ?4, error_detail = ?5, token = NULL, lease_until = 0,
@@ -142,7 +142,7 @@ impl SqliteStore {
         finish: Finish,
     ) -> Result<bool, Error> {
         let (id, token) = (id.to_owned(), token.to_owned());
-        self.run(move |tx, now| {
+        self.run(Commit::Relaxed, move |tx, now| {
             let (code, detail) = finish.error.unzip();
             let changed = tx.execute(
                 "UPDATE messages SET state = ?3, qikchat_id = ?4, error_code = ?5,
@@ -166,7 +166,7 @@ impl SqliteStore {
 
     pub async fn cancel(self: &Arc<Self>, caller: &str, id: &str) -> Result<Cancel, Error> {
         let (caller, id) = (caller.to_owned(), id.to_owned());
-        self.run(move |tx, now| {
+        self.run(Commit::Durable, move |tx, now| {
             let Some(record) = get(tx, &id)?.filter(|r| r.caller == caller) else {
                 return Ok(Cancel::NotFound);
             };
@@ -185,7 +185,7 @@ impl SqliteStore {
     }
 
     pub async fn sweep(self: &Arc<Self>, retention_ms: u64) -> Result<Vec<Record>, Error> {
-        self.run(move |tx, now| {
+        self.run(Commit::Relaxed, move |tx, now| {
             let lost: Vec<String> = tx
                 .prepare("SELECT id FROM messages WHERE state = 'sending' AND lease_until <= ?1")?
                 .query_map(params![now], |row| row.get(0))?
@@ -211,7 +211,7 @@ impl SqliteStore {
     }
 
     pub async fn stats(self: &Arc<Self>) -> Result<Stats, Error> {
-        self.run(|tx, now| {
+        self.run(Commit::Relaxed, |tx, now| {
             let waiting = waiting(tx)?;
             let oldest: Option<i64> = tx.query_row(
                 &format!(
@@ -229,7 +229,7 @@ impl SqliteStore {
     }
 
     pub async fn dead_letters(self: &Arc<Self>, limit: usize) -> Result<Vec<Record>, Error> {
-        self.run(move |tx, _| {
+        self.run(Commit::Relaxed, move |tx, _| {
             tx.prepare(&format!(
                 "SELECT {RECORD} FROM messages WHERE state IN ('failed', 'unknown')
                  ORDER BY updated_at DESC LIMIT ?1"

@@ -1,5 +1,6 @@
-//! The outbox on local disk: `outbox.sqlite3` in `RELAY_DATA_DIR`, in WAL mode with
-//! `synchronous=FULL`, so a message answered 202 survives a crash of the process or the machine.
+//! The outbox on local disk: `outbox.sqlite3` in `RELAY_DATA_DIR`, in WAL mode, so a message
+//! answered 202 survives a crash of the process or the machine (see [`Commit`] for which steps
+//! are fsynced: those that a power cut must not undo).
 //! Every operation is one transaction on the blocking pool; a batch is one transaction.
 //!
 //! The schema is `schema.sql`: one table, `messages`, a row per message; `body` (the message,
@@ -28,6 +29,22 @@ pub(super) const RECORD: &str = "id, caller, account, state, qikchat_id, referen
 /// The states a message waits in before a worker holds it.
 pub(super) const WAITING: &str = "('scheduled', 'accepted')";
 
+/// How a transaction is committed. In WAL mode, `synchronous=NORMAL` commits without an fsync: the
+/// commit survives the process being killed (it is in the OS's page cache), not a power cut; the
+/// next durable commit flushes it too.
+///
+/// Durable: what must never be lost once answered or once it holds back a second send:
+/// acceptance (a 202 was answered), the `sending` mark (after a power cut, a message whose mark was
+/// lost would be claimed and sent again), a cancel (it must never be sent). Relaxed: the rest,
+/// whose loss only repeats a step or errs on the safe side. A lost claim or renewal is a lease that
+/// runs out; a lost end or retry leaves the message `sending`, which the sweep makes `unknown`
+/// (a message Qikchat took may then read `unknown`: never sent again, which is the point).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Commit {
+    Durable,
+    Relaxed,
+}
+
 pub struct SqliteStore {
     db: Mutex<Connection>,
 }
@@ -45,8 +62,9 @@ impl SqliteStore {
         Ok(Arc::new(Self { db: Mutex::new(db) }))
     }
 
-    /// Runs `work` in one transaction on the blocking pool, with the time now in ms.
-    pub(super) async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, Error>
+    /// Runs `work` in one transaction on the blocking pool, with the time now in ms, committed
+    /// as `commit` says.
+    pub(super) async fn run<T, F>(self: &Arc<Self>, commit: Commit, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, i64) -> rusqlite::Result<T> + Send + 'static,
@@ -54,6 +72,11 @@ impl SqliteStore {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut db = crate::lock(&store.db);
+            let level = match commit {
+                Commit::Durable => "FULL",
+                Commit::Relaxed => "NORMAL",
+            };
+            db.pragma_update(None, "synchronous", level)?;
             let tx = db.transaction()?;
             let result = work(&tx, ms(crate::unix_ms()))?;
             tx.commit()?;
@@ -69,7 +92,7 @@ impl SqliteStore {
         messages: Vec<NewMessage>,
         max_waiting: u64,
     ) -> Result<Option<Vec<Accepted>>, Error> {
-        self.run(move |tx, _| {
+        self.run(Commit::Durable, move |tx, _| {
             // Each item's fate first (a key seen before, in the store or earlier in the batch),
             // so that a batch too large for the room left stores nothing at all.
             // (caller, key, fingerprint, id, state) of the batch's new keyed items.
@@ -149,12 +172,13 @@ impl SqliteStore {
         key_sha256: &str,
     ) -> Result<Option<(Record, String)>, Error> {
         let (caller, key) = (caller.to_owned(), key_sha256.to_owned());
-        self.run(move |tx, _| by_key(tx, &caller, &key)).await
+        self.run(Commit::Relaxed, move |tx, _| by_key(tx, &caller, &key))
+            .await
     }
 
     pub async fn get(self: &Arc<Self>, id: &str) -> Result<Option<Record>, Error> {
         let id = id.to_owned();
-        self.run(move |tx, _| get(tx, &id)).await
+        self.run(Commit::Relaxed, move |tx, _| get(tx, &id)).await
     }
 }
 
