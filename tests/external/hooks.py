@@ -1,4 +1,4 @@
-"""schemathesis hooks: what schemathesis cannot know about POST /send.
+"""schemathesis hooks: what schemathesis cannot know about POST /send and POST /messages.
 
 openapi.yaml describes them in words (src/http/routes/schema/); here generated bodies that break one
 of them are left out, so that schemathesis does not report the relay for refusing them. So is a
@@ -19,6 +19,7 @@ independent, but two different bodies under one key are rightly refused (422
 idempotency_key_reused). Invalid keys are left as generated, so the relay still meets them.
 """
 
+import datetime
 import pathlib
 import re
 import uuid
@@ -34,12 +35,16 @@ VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 DECLARED_TEMPLATE = "delivery_slot"
 
 _DOCUMENT = yaml.safe_load((pathlib.Path(__file__).parents[2] / "openapi.yaml").read_text(encoding="utf-8"))
-_SEND_REQUEST = jsonschema.Draft202012Validator(
-    {"$ref": "urn:openapi#/components/schemas/SendRequest"},
-    registry=referencing.Registry().with_resource(
-        "urn:openapi", referencing.Resource.from_contents(_DOCUMENT, referencing.jsonschema.DRAFT202012)
-    ),
+_REGISTRY = referencing.Registry().with_resource(
+    "urn:openapi", referencing.Resource.from_contents(_DOCUMENT, referencing.jsonschema.DRAFT202012)
 )
+# The body schema of each operation that takes a message.
+_MESSAGE_SCHEMAS = {
+    path: jsonschema.Draft202012Validator({"$ref": f"urn:openapi#/components/schemas/{name}"}, registry=_REGISTRY)
+    for path, name in (("/send", "SendRequest"), ("/messages", "QueueRequest"))
+}
+# POST /messages: `send_at` at most 35 days ahead, `valid_until` later than it and than now.
+MAX_AHEAD = datetime.timedelta(days=35)
 
 
 def _without_nulls(value):
@@ -51,11 +56,50 @@ def _without_nulls(value):
 
 
 def _valid_once_nulls_are_absent(case) -> bool:
-    if case.operation.path != "/send" or not case.meta or not case.meta.is_negative_at(ParameterLocation.BODY):
+    schema = _MESSAGE_SCHEMAS.get(case.operation.path)
+    if schema is None or not case.meta or not case.meta.is_negative_at(ParameterLocation.BODY):
         return False
     body = case.body
     stripped = _without_nulls(body)
-    return stripped != body and _SEND_REQUEST.is_valid(stripped)
+    return stripped != body and schema.is_valid(stripped)
+
+
+def _time(value):
+    """An RFC 3339 time as an aware datetime, or None when Python cannot read it (a leap second)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _breaks_a_time_rule(case) -> bool:
+    """POST /messages: a `send_at` more than 35 days ahead, or a `valid_until` not later than it
+    and than now, is refused rightly: JSON Schema cannot say "after now"."""
+    body = case.body
+    if case.operation.path != "/messages" or not isinstance(body, dict):
+        return False
+    # A body meant to be invalid is refused anyway: its times need not be judged.
+    if case.meta and case.meta.is_negative_at(ParameterLocation.BODY):
+        return False
+    now = datetime.datetime.now(datetime.timezone.utc)
+    times = {}
+    for field in ("send_at", "valid_until"):
+        if body.get(field) is None:
+            continue
+        at = _time(body[field])
+        # A schema-valid time Python cannot read is left out rather than judged.
+        if at is None:
+            return True
+        times[field] = at
+    send_at = times.get("send_at")
+    if send_at is not None and send_at > now + MAX_AHEAD - datetime.timedelta(minutes=1):
+        return True
+    until = times.get("valid_until")
+    if until is not None and until <= max(now, send_at or now) + datetime.timedelta(minutes=1):
+        return True
+    return False
 
 
 def _breaks_a_cross_field_rule(body) -> bool:
@@ -107,7 +151,11 @@ def _breaks_a_cross_field_rule(body) -> bool:
 @schemathesis.hook
 def filter_case(ctx, case):
     # filter_case, not filter_body: it is the one the coverage phase applies too.
-    return not _breaks_a_cross_field_rule(case.body) and not _valid_once_nulls_are_absent(case)
+    return (
+        not _breaks_a_cross_field_rule(case.body)
+        and not _breaks_a_time_rule(case)
+        and not _valid_once_nulls_are_absent(case)
+    )
 
 
 @schemathesis.hook

@@ -33,6 +33,7 @@ pub struct Accepted {
 
 /// A batch's body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to 1000 messages, each a `POST /messages` body that may also carry `idempotency_key`.
     #[schema(min_items = 1, max_items = 1000, value_type = Vec<Object>)]

@@ -109,7 +109,7 @@ pub async fn accept(
         (status = 401, description = "`unauthorized`", body = Problem, content_type = "application/problem+json",
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 413, description = "`payload_too_large`: over `RELAY_MAX_BATCH_BYTES`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`invalid_request`: `messages` is missing, not a list, empty, or longer than 1000", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_request`: `messages` is missing, not a list, empty, longer than 1000, or holds something other than objects, or the body has another field", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal_error`", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -141,6 +141,15 @@ pub async fn batch(
     {
         return ApiError::Invalid(vec![FieldError::new(other.clone(), "is not a field")])
             .into_response();
+    }
+    // A list of anything but objects is not a list of messages: refused whole, like a body that
+    // is not a list (an object that is not a valid message is that item's refusal alone).
+    if let Some(index) = items.iter().position(|item| !item.is_object()) {
+        return ApiError::Invalid(vec![FieldError::new(
+            format!("messages[{index}]"),
+            "must be a message object",
+        )])
+        .into_response();
     }
     let now = crate::unix_ms();
     let parsed: Vec<Result<Submission, Vec<FieldError>>> = items
