@@ -731,6 +731,8 @@ async fn a_batch_that_is_not_a_list_of_1_to_1000_messages_is_refused_whole() {
         json!([message(1)]),
         json!({"message": [message(1)]}),
         json!({"messages": vec![tiny.clone(); 1001]}),
+        json!({"messages": [tiny.clone(), [null]]}),
+        json!({"messages": [tiny.clone()], "extra": true}),
     ] {
         let answer = post(&app.http, &base, "/messages/batch", TOKEN, &body).await;
         let status = answer.status().as_u16();
