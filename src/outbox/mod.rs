@@ -13,6 +13,7 @@
 //! statuses come from Qikchat's webhooks), `failed`, `expired`, `canceled` or `unknown`.
 
 pub mod accept;
+mod outcome;
 pub mod redis_store;
 pub mod sqlite_store;
 pub mod status;
