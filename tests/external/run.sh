@@ -120,18 +120,35 @@ log "openapi.yaml: openapi-spec-validator and Redocly (recommended) pass"
 # --- 2. schemathesis -------------------------------------------------------------------------
 # The fixed seed of schemathesis.toml makes CI repeatable; the random seeds keep exploring (a
 # failure names its seed, so that it can be replayed with --seed).
+#
+# One thing a random seed may meet that is not the relay's: schemathesis 4.32.5 sometimes cannot
+# build the generator for a negated union that holds Template's own oneOf (TemplateWithParameters
+# or TemplateWithComponents: told apart only by `components`, which the generator cannot see), and
+# reports it as a "Schema Error" ("Cannot generate an array with 1 demanded elements") with every
+# generated case passed. Such a run found nothing about the relay, so a random run that failed
+# only that way is run again, once, with another seed; any other failure fails at once.
 schemathesis_run() { # <name> <examples> [options]
     local name=$1 examples=$2
     shift 2
     SCHEMATHESIS_HOOKS=hooks PYTHONPATH=tests/external \
         schemathesis --config-file tests/external/schemathesis.toml run openapi.yaml --max-examples "$examples" \
         --report junit --report-dir "target/schemathesis/$name" "$@" > "$WORK/schemathesis-$name.log" 2>&1 ||
-        { tail -n 60 "$WORK/schemathesis-$name.log" >&2; die "schemathesis ($name${*:+ $*}) found failures"; }
+        { tail -n 60 "$WORK/schemathesis-$name.log" >&2; return 1; }
     log "schemathesis ($name${*:+ $*}): $(grep -E 'generated' "$WORK/schemathesis-$name.log" | tail -n 1 | xargs)"
 }
-schemathesis_run fixed "$EXAMPLES"
+# Whether a run's only trouble was schemathesis failing to build a generator (see above).
+generator_failed_only() { # <log>
+    grep -q "Cannot generate an array" "$1" && ! grep -E 'generated' "$1" | tail -n 1 | grep -q 'found'
+}
+seed() { od -An -N4 -tu4 /dev/urandom | tr -d ' '; }
+schemathesis_run fixed "$EXAMPLES" || die "schemathesis (fixed) found failures"
 for run in $(seq 1 "$RANDOM_RUNS"); do
-    schemathesis_run "random-$run" "$RANDOM_EXAMPLES" --seed "$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')"
+    if ! schemathesis_run "random-$run" "$RANDOM_EXAMPLES" --seed "$(seed)"; then
+        generator_failed_only "$WORK/schemathesis-random-$run.log" || die "schemathesis (random-$run) found failures"
+        log "schemathesis (random-$run): schemathesis could not build a generator, nothing found; once more"
+        schemathesis_run "random-$run-again" "$RANDOM_EXAMPLES" --seed "$(seed)" ||
+            die "schemathesis (random-$run-again) found failures"
+    fi
 done
 # After thousands of requests of every kind, /metrics holds most of its families.
 bash tests/external/promtool.sh "$EXTERNAL_URL"
