@@ -22,6 +22,7 @@ use crate::helpers::{
 };
 
 mod outbox_crash;
+mod outbox_logs;
 mod unknown_settings;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_qikchat-relay");

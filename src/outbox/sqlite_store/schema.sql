@@ -1,3 +1,5 @@
+-- A forgotten body (it holds the customer's number) is overwritten in the file, not only unlinked.
+PRAGMA secure_delete = ON;
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS messages (
