@@ -15,6 +15,9 @@
 //! - [`audit`]: the audit trail, one event per send attempt on the `audit` log target.
 //! - [`relay`]: the send pipeline, no HTTP: [`relay::Relay::send`] takes a caller, a message and
 //!   options and returns what happened; `http/routes/send.rs` is its HTTP adapter.
+//! - [`outbox`]: messages accepted now (`POST /messages`) and delivered later, at the account's pace,
+//!   exactly once, by a worker on every replica through the same pipeline
+//!   ([`relay::Relay::deliver_later`]); stored in `RELAY_DATA_DIR` or Redis.
 //! - [`policy`]: callers' rules and Qikchat accounts (`RELAY_CLIENTS_FILE`), reloaded while
 //!   running; `policy::limits` applies rates, quotas and WhatsApp pacing to a send.
 //! - [`ratelimit`]: the counting behind them: GCRA and daily quotas, in memory or in Redis.
