@@ -1,5 +1,5 @@
 //! Acceptance: a `/messages` body read into a [`Submission`], then checked as `POST /send` would
-//! check it (the caller's rules, templates, opt-outs and window: [`Relay::judge`]), counted against
+//! check it (the caller's rules, templates, opt-outs and window: [`crate::relay::Relay::judge`]), counted against
 //! the caller's rate and quota, and stored, all of a batch in one transaction.
 
 use serde_json::{Map, Value};

@@ -166,7 +166,7 @@ impl RedisStore {
         }
     }
 
-    /// At most [`MAX_CLAIM`] at once, whatever `limit` asks.
+    /// At most `MAX_CLAIM` at once, whatever `limit` asks.
     pub async fn claim(
         &self,
         limit: usize,

@@ -1,5 +1,5 @@
 //! The outbox on local disk: `outbox.sqlite3` in `RELAY_DATA_DIR`, in WAL mode, so a message
-//! answered 202 survives a crash of the process or the machine (see [`Commit`] for which steps
+//! answered 202 survives a crash of the process or the machine (see `Commit` for which steps
 //! are fsynced: those that a power cut must not undo).
 //! Every operation is one transaction on the blocking pool; a batch is one transaction.
 //!
