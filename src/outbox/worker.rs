@@ -110,12 +110,12 @@ impl Outbox {
     /// Claims as many due messages as there are free permits and starts each; `Ok(true)` when
     /// every permit found a message (there may be more).
     ///
-    /// Fairness between callers, in two parts. The store shares each claim out in turn, one
+    /// Fairness between callers, in three parts. The store shares each claim out in turn, one
     /// message per caller per round, the longest waiting first, so a caller with a few due
-    /// messages is never behind another's backlog in a claim. And no caller holds more than a
-    /// half the permits ([`Outbox::share`]): a backlog waiting for its account's pace cannot
-    /// take every permit, so another caller's message is claimed at once and waits only for the
-    /// few of the backlog ahead of it on the same account.
+    /// messages is never behind another's backlog in a claim. No caller holds more than half the
+    /// permits ([`Outbox::share`]): a backlog waiting for its account's pace cannot take every
+    /// permit, so another caller's message is claimed at once. And at the pace callers take
+    /// turns (`relay::PaceLanes`), so that message waits for one of the backlog, not for all.
     async fn claim(self: &Arc<Self>, tasks: &TaskTracker) -> Result<bool, super::Error> {
         let free = self.held.available_permits();
         if free == 0 || self.relay.is_draining() {
