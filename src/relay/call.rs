@@ -4,30 +4,77 @@
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{Span, error, warn};
+use tracing::{Instrument, Span, error, warn};
 
 use super::{Error, Relay, SendResponse, Warning};
 use crate::{
+    audit::SendAttempt,
     idempotency::{self, Answer, Claim},
     message::Message,
     policy::{self, Account},
-    qikchat,
+    preflight, qikchat,
     webhooks::Owner,
 };
 
 impl Relay {
+    /// Runs [`Relay::send_and_record`] in a task of its own, so that a caller that goes away
+    /// cannot cut the call off half-way nor leave its key without an answer, and notes what
+    /// Qikchat answered in `attempt`.
+    pub(super) async fn call_in_own_task(
+        self: &Arc<Self>,
+        call: Call,
+        attempt: &mut SendAttempt,
+    ) -> Result<SendResponse, Error> {
+        let task = self
+            .clone()
+            .send_and_record(call)
+            .instrument(Span::current());
+        let result = match tokio::spawn(task).await {
+            Ok((result, qikchat_status)) => {
+                attempt.qikchat_status = qikchat_status;
+                result
+            }
+            Err(e) => {
+                error!(error = %e, "the send task failed");
+                Err(Error::Internal)
+            }
+        };
+        attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
+        result
+    }
+
+    /// The media preflight, and the warnings the send goes out with (the window's first): an
+    /// error when a link failed in enforce mode.
+    pub(super) async fn check_media(
+        &self,
+        message: &Message,
+        window_warning: Option<Warning>,
+    ) -> Result<Vec<Warning>, Error> {
+        let media = self.preflight.check(message).await;
+        if !media.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
+            return Err(Error::Media(media));
+        }
+        Ok(window_warning
+            .into_iter()
+            .chain(media.into_iter().map(Warning::from))
+            .collect())
+    }
+
     /// Marks the key as sending, calls Qikchat, and stores the answer under the key when the
     /// message may have gone out (success, refusal, failure, timeout); otherwise frees the key.
     /// Returns the answer and Qikchat's HTTP status, when it answered.
-    pub(super) async fn send_and_record(
+    async fn send_and_record(
         self: Arc<Self>,
-        sender: Sender,
-        message: Message,
-        warnings: Vec<Warning>,
-        claim: Option<Claim>,
-        request_id: String,
-        _in_flight: InFlight,
+        call: Call,
     ) -> (Result<SendResponse, Error>, Option<u16>) {
+        let Call {
+            sender,
+            message,
+            warnings,
+            claim,
+            request_id,
+            in_flight: _in_flight,
+        } = call;
         let span = Span::current();
         let claim = match claim {
             Some(mut claim) => match self.idempotency.sending(&mut claim).await {
@@ -107,6 +154,18 @@ impl Relay {
         }
         (result, qikchat_status)
     }
+}
+
+/// One call to Qikchat, with all it needs: who sends, what, the warnings it goes out with, its
+/// key's claim (none for the outbox, whose `sending` mark stands for it), the request id a stored
+/// answer names, and what it holds until it is over.
+pub(super) struct Call {
+    pub(super) sender: Sender,
+    pub(super) message: Message,
+    pub(super) warnings: Vec<Warning>,
+    pub(super) claim: Option<Claim>,
+    pub(super) request_id: String,
+    pub(super) in_flight: InFlight,
 }
 
 /// What a send holds until it is over, even if the caller has hung up: its RELAY_MAX_IN_FLIGHT

@@ -6,9 +6,7 @@
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
 
-use tracing::{Instrument, Span};
-
-use super::{Error, Relay, SendResponse, Warning, call};
+use super::{Error, Relay, SendResponse, call};
 use crate::{
     audit::SendAttempt,
     message::Message,
@@ -16,7 +14,6 @@ use crate::{
         AccountSpec, Caller,
         limits::{self, Pace},
     },
-    preflight,
 };
 
 /// Who goes next for an account's pace, within this replica. Each caller's messages queue in a
@@ -100,14 +97,10 @@ impl Relay {
         if let Err(e) = self.wait_for_pace(caller, &account.spec, &message).await {
             return Delivery::NotSent(e);
         }
-        let media = self.preflight.check(&message).await;
-        if !media.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
-            return Delivery::NotSent(Error::Media(media));
-        }
-        let warnings: Vec<Warning> = window_warning
-            .into_iter()
-            .chain(media.into_iter().map(Warning::from))
-            .collect();
+        let warnings = match self.check_media(&message, window_warning).await {
+            Ok(warnings) => warnings,
+            Err(e) => return Delivery::NotSent(e),
+        };
         if self.is_draining() {
             return Delivery::NotSent(Error::Draining);
         }
@@ -118,37 +111,23 @@ impl Relay {
         if !start.await {
             return Delivery::NotStarted;
         }
-        let task = self
-            .clone()
-            .send_and_record(
-                call::Sender {
-                    caller: caller.name.clone(),
-                    account,
-                    relay_id: Some(relay_id.to_owned()),
-                },
-                message,
-                warnings,
-                None,
-                relay_id.to_owned(),
-                call::InFlight {
-                    _permit: permit,
-                    _slot: None,
-                },
-            )
-            .instrument(Span::current());
-        // Its own task, as for `/send`: the call is never cut off half-way.
-        let result = match tokio::spawn(task).await {
-            Ok((result, qikchat_status)) => {
-                attempt.qikchat_status = qikchat_status;
-                result
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the send task failed");
-                Err(Error::Internal)
-            }
+        let call = call::Call {
+            sender: call::Sender {
+                caller: caller.name.clone(),
+                account,
+                relay_id: Some(relay_id.to_owned()),
+            },
+            message,
+            warnings,
+            claim: None,
+            request_id: relay_id.to_owned(),
+            in_flight: call::InFlight {
+                _permit: permit,
+                _slot: None,
+            },
         };
-        attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
-        Delivery::Called(result)
+        // In its own task, as for `/send`: the call is never cut off half-way.
+        Delivery::Called(self.call_in_own_task(call, attempt).await)
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use tracing::{Instrument, Span, error};
+use tracing::Span;
 use utoipa::ToSchema;
 
 mod call;
@@ -35,7 +35,7 @@ use crate::{
     message::Message,
     metric,
     policy::{Account, Caller, limits},
-    preflight::{self, MediaProblem, Preflight},
+    preflight::{MediaProblem, Preflight},
     qikchat,
     ratelimit::Limiter,
     webhooks::Store,
@@ -234,14 +234,10 @@ impl Relay {
         // the rate and quota it used: the relay did fetch for it, and the caller's rate is what
         // bounds how many fetches it can cause (given back, a caller could have bad or hanging
         // links checked without end).
-        let media = self.preflight.check(&message).await;
-        if !media.is_empty() && self.preflight.mode == preflight::Mode::Enforce {
-            return Err(self.release(claim, Error::Media(media)).await);
-        }
-        let warnings = window_warning
-            .into_iter()
-            .chain(media.into_iter().map(Warning::from))
-            .collect();
+        let warnings = match self.check_media(&message, window_warning).await {
+            Ok(warnings) => warnings,
+            Err(e) => return Err(self.release(claim, e).await),
+        };
 
         // The relay may have begun draining or filled up during the check: then nothing is
         // sent, and the key is free for a retry. A drain waits for the permits of sends that
@@ -261,36 +257,24 @@ impl Relay {
 
         // The send runs in its own task: a caller that hangs up must not cut it off half-way,
         // nor leave its key without an answer.
-        let task = self
-            .clone()
-            .send_and_record(
-                call::Sender {
-                    caller: caller.name.clone(),
-                    account,
-                    relay_id: None,
-                },
-                message,
-                warnings,
-                claim,
-                options.request_id,
-                call::InFlight {
-                    _permit: permit,
-                    _slot: slot,
-                },
-            )
-            .instrument(Span::current());
-        let result = match tokio::spawn(task).await {
-            Ok((result, qikchat_status)) => {
-                attempt.qikchat_status = qikchat_status;
-                result
-            }
-            Err(e) => {
-                error!(error = %e, "the send task failed");
-                Err(Error::Internal)
-            }
+        let call = call::Call {
+            sender: call::Sender {
+                caller: caller.name.clone(),
+                account,
+                relay_id: None,
+            },
+            message,
+            warnings,
+            claim,
+            request_id: options.request_id,
+            in_flight: call::InFlight {
+                _permit: permit,
+                _slot: slot,
+            },
         };
-        attempt.qikchat_id = result.as_ref().ok().map(|sent| sent.id.clone());
-        result.map(Outcome::Queued)
+        self.call_in_own_task(call, attempt)
+            .await
+            .map(Outcome::Queued)
     }
 
     /// What the caller may not send is refused before anything else happens, and so is what the
