@@ -16,7 +16,7 @@ use crate::{
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 35 * 86_400_000;
 
 /// A message as a caller submitted it to the outbox.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Submission {
     pub message: Message,
     /// The message's fields as given (without `send_at`, `valid_until`, `idempotency_key`):

@@ -25,7 +25,12 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::{http::error::ApiError, message::FieldError, policy::limits::RateLimitHeaders};
+use crate::{
+    http::error::ApiError,
+    idempotency::{self, Key},
+    message::FieldError,
+    policy::limits::RateLimitHeaders,
+};
 
 mod strict_json;
 
@@ -160,6 +165,32 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, limit: &RateLimitHeaders) {
         ("ratelimit-reset", limit.reset_s),
     ] {
         headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+}
+
+/// A body parsed by the domain, and the request's `Idempotency-Key`: every bad field of both
+/// named at once (the key as `Idempotency-Key`).
+pub fn with_idempotency_key<T>(
+    parsed: Result<T, Vec<FieldError>>,
+    headers: &HeaderMap,
+) -> Result<(T, Option<Key>), ApiError> {
+    let key = match headers.get(idempotency::HEADER) {
+        None => Ok(None),
+        Some(value) => Key::parse(value.as_bytes()).map(Some).ok_or_else(|| {
+            FieldError::new(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        }),
+    };
+    match (parsed, key) {
+        (Ok(parsed), Ok(key)) => Ok((parsed, key)),
+        (Err(mut errors), Err(key)) => {
+            errors.push(key);
+            Err(ApiError::Invalid(errors))
+        }
+        (Err(errors), Ok(_)) => Err(ApiError::Invalid(errors)),
+        (Ok(_), Err(key)) => Err(ApiError::Invalid(vec![key])),
     }
 }
 

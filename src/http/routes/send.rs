@@ -22,8 +22,8 @@ use crate::{
     http::error::{ApiError, REQUEST_ID},
     http::routes::JsonBody,
     http::state::AppState,
-    idempotency::{self, Answer, Key},
-    message::{FieldError, Message},
+    idempotency::{self, Answer},
+    message::Message,
     metric,
     policy::{Caller, limits},
     relay::{Options, Outcome, Report},
@@ -77,7 +77,7 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let (result, attempt) = match parse(&body, &headers) {
+    let (result, attempt) = match super::with_idempotency_key(Message::parse(&body), &headers) {
         Ok((message, idempotency_key)) => {
             let options = Options {
                 idempotency_key,
@@ -110,28 +110,6 @@ pub async fn send(
         super::add_rate_limit_headers(response.headers_mut(), &limit);
     }
     response
-}
-
-/// The message and its `Idempotency-Key`; every bad field of both named at once.
-fn parse(body: &Value, headers: &HeaderMap) -> Result<(Message, Option<Key>), ApiError> {
-    let key = match headers.get(idempotency::HEADER) {
-        None => Ok(None),
-        Some(value) => Key::parse(value.as_bytes()).map(Some).ok_or_else(|| {
-            FieldError::new(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-        }),
-    };
-    match (Message::parse(body), key) {
-        (Ok(message), Ok(key)) => Ok((message, key)),
-        (Err(mut errors), Err(key)) => {
-            errors.push(key);
-            Err(ApiError::Invalid(errors))
-        }
-        (Err(errors), Ok(_)) => Err(ApiError::Invalid(errors)),
-        (Ok(_), Err(key)) => Err(ApiError::Invalid(vec![key])),
-    }
 }
 
 /// A stored answer, given again as it was, marked as a replay.

@@ -20,7 +20,7 @@ use crate::{
         routes::JsonBody,
         state::AppState,
     },
-    idempotency::{self, Key},
+    idempotency,
     message::FieldError,
     outbox::{self, Cancel, Refused, State as Stored, Submission, Taken},
     policy::Caller,
@@ -69,23 +69,10 @@ pub async fn accept(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Response {
-    let key = match headers.get(idempotency::HEADER) {
-        None => Ok(None),
-        Some(value) => Key::parse(value.as_bytes()).map(Some).ok_or_else(|| {
-            FieldError::new(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-        }),
-    };
-    let submission = match (Submission::parse(&body, false, crate::unix_ms()), key) {
-        (Ok(submission), Ok(key)) => Submission { key, ..submission },
-        (Err(mut errors), Err(key)) => {
-            errors.push(key);
-            return ApiError::Invalid(errors).into_response();
-        }
-        (Err(errors), Ok(_)) => return ApiError::Invalid(errors).into_response(),
-        (Ok(_), Err(key)) => return ApiError::Invalid(vec![key]).into_response(),
+    let parsed = Submission::parse(&body, false, crate::unix_ms());
+    let submission = match super::with_idempotency_key(parsed, &headers) {
+        Ok((submission, key)) => Submission { key, ..submission },
+        Err(e) => return e.into_response(),
     };
     let result = state.outbox.accept(&caller, vec![submission]).await;
     match result.into_iter().next() {
@@ -152,18 +139,25 @@ pub async fn batch(
         .into_response();
     }
     let now = crate::unix_ms();
-    let parsed: Vec<Result<Submission, Vec<FieldError>>> = items
+    // The valid items go to the outbox together; each invalid one keeps its place and errors.
+    let mut valid = Vec::with_capacity(items.len());
+    let invalid: Vec<Option<Vec<FieldError>>> = items
         .iter()
-        .map(|item| Submission::parse(item, true, now))
+        .map(|item| match Submission::parse(item, true, now) {
+            Ok(submission) => {
+                valid.push(submission);
+                None
+            }
+            Err(errors) => Some(errors),
+        })
         .collect();
-    let valid: Vec<Submission> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
     let mut accepted = state.outbox.accept(&caller, valid).await.into_iter();
-    let results = parsed
+    let results = invalid
         .into_iter()
         .map(|item| {
             let outcome = match item {
-                Err(errors) => Err(ApiError::Invalid(errors)),
-                Ok(_) => match accepted.next() {
+                Some(errors) => Err(ApiError::Invalid(errors)),
+                None => match accepted.next() {
                     Some(Ok(taken)) => Ok(taken),
                     Some(Err(refused)) => Err(refusal(refused)),
                     None => Err(ApiError::Internal),
