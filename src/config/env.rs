@@ -234,6 +234,24 @@ where
         .map_err(|e| ConfigError::new(variable, format!("{e} (got {value:?})")))
 }
 
+/// A lease on a send (`RELAY_IDEMPOTENCY_LEASE_MS`, `RELAY_OUTBOX_LEASE_MS`): `given`, or the
+/// upstream timeout plus 5 s. It must outlast a whole Qikchat call, or a slow send could be taken
+/// for a dead one.
+pub(super) fn lease(
+    variable: &'static str,
+    given: Option<u64>,
+    upstream_timeout_ms: u64,
+) -> Result<u64, ConfigError> {
+    let lease_ms = given.unwrap_or(upstream_timeout_ms + 5_000);
+    if lease_ms <= upstream_timeout_ms {
+        return Err(ConfigError::new(
+            variable,
+            "must be longer than RELAY_UPSTREAM_TIMEOUT_MS",
+        ));
+    }
+    Ok(lease_ms)
+}
+
 pub(super) fn positive(variable: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(ConfigError::new(variable, "must be greater than 0"));

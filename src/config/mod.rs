@@ -254,16 +254,11 @@ impl Config {
             "RELAY_IDEMPOTENCY_MAX_KEYS",
             env.relay_idempotency_max_keys as u64,
         )?;
-        // The lease must outlast a whole Qikchat call, or a slow send could be taken for a dead one.
-        let idempotency_lease_ms = env
-            .relay_idempotency_lease_ms
-            .unwrap_or(env.relay_upstream_timeout_ms + 5_000);
-        if idempotency_lease_ms <= env.relay_upstream_timeout_ms {
-            return Err(ConfigError::new(
-                "RELAY_IDEMPOTENCY_LEASE_MS",
-                "must be longer than RELAY_UPSTREAM_TIMEOUT_MS",
-            ));
-        }
+        let idempotency_lease_ms = env::lease(
+            "RELAY_IDEMPOTENCY_LEASE_MS",
+            env.relay_idempotency_lease_ms,
+            env.relay_upstream_timeout_ms,
+        )?;
         let redis_url = match env.relay_redis_url.filter(|url| !url.trim().is_empty()) {
             Some(url) => {
                 // Checked now so a typo fails at start; the URL may hold a password, never printed.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::ConfigError;
-use super::env::{Env, positive};
+use super::env::{Env, lease, positive};
 
 /// How the outbox holds messages.
 #[derive(Debug, Clone, Copy)]
@@ -28,16 +28,11 @@ pub(super) fn outbox(env: &Env) -> Result<OutboxSettings, ConfigError> {
         "RELAY_OUTBOX_CONCURRENCY",
         env.relay_outbox_concurrency as u64,
     )?;
-    // Like the idempotency lease: a claim must outlast a whole Qikchat call.
-    let lease_ms = env
-        .relay_outbox_lease_ms
-        .unwrap_or(env.relay_upstream_timeout_ms + 5_000);
-    if lease_ms <= env.relay_upstream_timeout_ms {
-        return Err(ConfigError::new(
-            "RELAY_OUTBOX_LEASE_MS",
-            "must be longer than RELAY_UPSTREAM_TIMEOUT_MS",
-        ));
-    }
+    let lease_ms = lease(
+        "RELAY_OUTBOX_LEASE_MS",
+        env.relay_outbox_lease_ms,
+        env.relay_upstream_timeout_ms,
+    )?;
     Ok(OutboxSettings {
         validity: Duration::from_secs(env.relay_outbox_validity_s),
         lease: Duration::from_millis(lease_ms),

@@ -88,32 +88,29 @@ pub async fn pace(
     account: &AccountSpec,
     to: &Recipient,
 ) -> Result<Pace, Refusal> {
-    let recipient_key = format!("recipient:{}:{}", account.name, to.pseudonym());
-    let account_key = format!("account:{}", account.name);
-    let mut rates: Vec<(&str, Rate)> = Vec::new();
-    if let Some(rate) = account.rate {
-        rates.push((&account_key, rate));
-    }
-    if let Some(rate) = account.recipient_rate {
-        rates.push((&recipient_key, rate));
-    }
-    if rates.is_empty() {
+    let paced = pacing(account, to);
+    let limits: Vec<(&str, Rate, Rule)> = paced
+        .iter()
+        .filter_map(|(key, rate, rule)| rate.map(|rate| (key.as_str(), rate, *rule)))
+        .collect();
+    if limits.is_empty() {
         return Ok(Pace::Go);
     }
+    let rates: Vec<(&str, Rate)> = limits.iter().map(|(key, rate, _)| (*key, *rate)).collect();
     let decisions = limiter
         .take_all(&rates)
         .await
         .map_err(|e| unavailable(e).0)?;
-    let refused = rates.iter().zip(&decisions).filter(|(_, d)| !d.allowed);
+    let refused = limits.iter().zip(&decisions).filter(|(_, d)| !d.allowed);
     let mut pace = Pace::Go;
-    for ((key, _), decision) in refused {
+    for ((_, _, rule), decision) in refused {
         let (wait, recipient) = match pace {
             Pace::Wait { wait, recipient } => (wait, recipient),
             Pace::Go => (Duration::ZERO, false),
         };
         pace = Pace::Wait {
             wait: wait.max(decision.retry_after),
-            recipient: recipient || *key == recipient_key,
+            recipient: recipient || *rule == Rule::RecipientIntervalMs,
         };
     }
     Ok(pace)
@@ -144,23 +141,14 @@ async fn take(
         }
     }
 
-    // Recipients are kept as hashes: the limits store holds no phone numbers.
-    let keys = account.map(|(account, to)| {
-        (
-            format!("account:{}", account.name),
-            format!("recipient:{}:{}", account.name, to.pseudonym()),
-        )
-    });
+    let paced = account.map(|(account, to)| pacing(account, to));
     let mut rates: Vec<(&str, Rate, Rule)> = Vec::new();
     if let Some(rate) = rules.rate {
         rates.push((&caller_key, rate, Rule::RatePerMinute));
     }
-    if let (Some((account, _)), Some((account_key, recipient_key))) = (account, &keys) {
-        if let Some(rate) = account.rate {
-            rates.push((account_key, rate, Rule::RatePerSecond));
-        }
-        if let Some(rate) = account.recipient_rate {
-            rates.push((recipient_key, rate, Rule::RecipientIntervalMs));
+    for (key, rate, rule) in paced.iter().flatten() {
+        if let Some(rate) = rate {
+            rates.push((key, *rate, *rule));
         }
     }
     if rates.is_empty() {
@@ -216,6 +204,23 @@ async fn take(
         ),
     };
     Err((limited(*rule, decision, detail), headers))
+}
+
+/// The account's pacing of a send to `to`: its rate and the recipient's, each with its key in the
+/// limits store and its rule. Recipients are kept as hashes: the limits store holds no numbers.
+fn pacing(account: &AccountSpec, to: &Recipient) -> [(String, Option<Rate>, Rule); 2] {
+    [
+        (
+            format!("account:{}", account.name),
+            account.rate,
+            Rule::RatePerSecond,
+        ),
+        (
+            format!("recipient:{}:{}", account.name, to.pseudonym()),
+            account.recipient_rate,
+            Rule::RecipientIntervalMs,
+        ),
+    ]
 }
 
 /// Returns the unit of daily quota a refused send took.
