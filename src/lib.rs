@@ -32,6 +32,17 @@
 //!   files and reads none (`policy::Live` reads them at start and again when they change).
 //! - [`healthcheck`]: `qikchat-relay healthcheck`, the probe for container images without a shell.
 
+/// Calls the same method on whichever backend a store holds: the stores (`webhooks::Store`,
+/// `outbox::Store`) are enums of a `Sqlite` and a `Redis` variant with the same methods.
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Self::Sqlite($store) => $call,
+            Self::Redis($store) => $call,
+        }
+    };
+}
+
 pub mod audit;
 pub mod config;
 pub mod conversation;

@@ -49,15 +49,6 @@ pub enum Store {
     Redis(redis_store::RedisStore),
 }
 
-macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($store) => $call,
-            Store::Redis($store) => $call,
-        }
-    };
-}
-
 impl Store {
     /// Stores `messages` in one transaction, unless the waiting ones would then be more than
     /// `max_waiting`: then nothing is stored and the answer is `None`. Results are in order.

@@ -45,15 +45,6 @@ pub fn status_rank(status: &str) -> u8 {
     }
 }
 
-macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($store) => $call,
-            Store::Redis($store) => $call,
-        }
-    };
-}
-
 impl Store {
     /// Stores an event before Qikchat is told it arrived; the same event twice is a duplicate.
     /// A status event also becomes the message's latest status unless a later one is known
