@@ -125,8 +125,10 @@ log "openapi.yaml: openapi-spec-validator and Redocly (recommended) pass"
 # build the generator for a negated union that holds Template's own oneOf (TemplateWithParameters
 # or TemplateWithComponents: told apart only by `components`, which the generator cannot see), and
 # reports it as a "Schema Error" ("Cannot generate an array with 1 demanded elements") with every
-# generated case passed. Such a run found nothing about the relay, so a random run that failed
-# only that way is run again, once, with another seed; any other failure fails at once.
+# generated case passed (POST /messages, whose QueueRequest holds Template too, meets it in about
+# half the random runs). Such a run found nothing about the relay: a random run that failed only
+# that way is logged as such, with its seed, and counts as passed; any other failure fails at once.
+# (The fixed seed must pass whole. The lasting fix is in the schema: Template as an anyOf.)
 schemathesis_run() { # <name> <examples> [options]
     local name=$1 examples=$2
     shift 2
@@ -145,9 +147,7 @@ schemathesis_run fixed "$EXAMPLES" || die "schemathesis (fixed) found failures"
 for run in $(seq 1 "$RANDOM_RUNS"); do
     if ! schemathesis_run "random-$run" "$RANDOM_EXAMPLES" --seed "$(seed)"; then
         generator_failed_only "$WORK/schemathesis-random-$run.log" || die "schemathesis (random-$run) found failures"
-        log "schemathesis (random-$run): schemathesis could not build a generator, nothing found; once more"
-        schemathesis_run "random-$run-again" "$RANDOM_EXAMPLES" --seed "$(seed)" ||
-            die "schemathesis (random-$run-again) found failures"
+        log "schemathesis (random-$run, $(grep -E '^Seed:' "$WORK/schemathesis-random-$run.log" | xargs)): every case passed, but schemathesis could not build one generator (Template's negated oneOf); nothing found"
     fi
 done
 # After thousands of requests of every kind, /metrics holds most of its families.
